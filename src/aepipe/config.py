@@ -1,0 +1,229 @@
+"""Typed params: one pydantic model per ``params.yaml`` section, validated once.
+
+``params.yaml`` is the single source of truth. Every wrapper (CLI for ``dvc repro``, KFP
+components, benchmarks) calls :func:`load_params` and hands the resulting :class:`Params` to the
+stage functions, so a wrong key, type or value fails before any stage writes anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aepipe.errors import ConfigError
+
+TORCHVISION_SETS = ("mnist", "fashion_mnist", "cifar10")
+SOURCE_HELP = "digits | npz:<path> | folder:<path> | torchvision:<mnist|fashion_mnist|cifar10>"
+
+
+class Section(BaseModel):
+    """Strict: unknown keys are errors, so a typo never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class DataConfig(Section):
+    source: str = Field("digits", description=SOURCE_HELP)
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="share of the training pool held out for validation")
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="share carved out as test split when the source has none")
+    seed: int = Field(0, ge=0, description="seed of the stratified splits")
+    image_size: tuple[int, int] | None = Field(None, description="[height, width] to resize folder images to")
+    channels: Literal[1, 3] | None = Field(None, description="force grayscale (1) or RGB (3) for folder images")
+    cache_dir: str = Field("data/raw", description="where torchvision downloads go")
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        if value == "digits":
+            return value
+        kind, sep, arg = value.partition(":")
+        if not sep or kind not in ("npz", "folder", "torchvision") or not arg:
+            raise ValueError(f"unknown source {value!r}; allowed: {SOURCE_HELP}")
+        if kind == "torchvision" and arg not in TORCHVISION_SETS:
+            raise ValueError(f"unknown torchvision dataset {arg!r}; allowed: {', '.join(TORCHVISION_SETS)}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _check_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and (min(value) < 4 or max(value) > 1024):
+            raise ValueError("image_size must be [height, width] with each side between 4 and 1024")
+        return value
+
+
+class ModelConfig(BaseModel):
+    """Shared backbone settings plus one optional section per variant (``model.<name>: {...}``).
+
+    Variant sections are validated by the variant's own config class from the model registry,
+    so adding a variant never touches this file.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+
+    name: str = Field("conv", description="autoencoder variant (see aepipe.models.REGISTRY)")
+    latent_dim: int = Field(64, ge=1, le=4096)
+    width: int = Field(32, ge=1, le=1024, description="channels of the first backbone stage")
+    depth: int = Field(2, ge=1, le=6, description="number of downsampling stages")
+    features: Literal["latent", "multiscale"] = Field(
+        "multiscale", description="what heads see: the code alone, or every stage's pooled activations plus the code"
+    )
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> "ModelConfig":
+        from aepipe.models import REGISTRY
+
+        allowed = ", ".join(sorted(REGISTRY))
+        if self.name not in REGISTRY:
+            raise ValueError(f"unknown model.name {self.name!r}; allowed: {allowed}")
+        for key, value in (self.model_extra or {}).items():
+            if key not in REGISTRY:
+                raise ValueError(
+                    f"unknown key model.{key}; allowed: name, latent_dim, width, depth, features, or a variant section ({allowed})"
+                )
+            try:
+                REGISTRY[key].config.model_validate(value if value is not None else {})
+            except ValidationError as exc:
+                raise ValueError(f"in model.{key}: {_describe(exc, prefix=f'model.{key}')}") from None
+        return self
+
+    def options(self, name: str | None = None) -> BaseModel:
+        """The typed options of a variant (defaults when its section is absent)."""
+        from aepipe.models import REGISTRY
+
+        name = name or self.name
+        raw = (self.model_extra or {}).get(name) or {}
+        return REGISTRY[name].config.model_validate(raw)
+
+
+class PretrainConfig(Section):
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: float | None = Field(None, gt=0.0, description="max gradient norm; null = no clipping")
+
+
+class LinearHeadConfig(Section):
+    c_grid: list[float] = Field([0.01, 0.1, 1.0, 10.0], min_length=1, description="inverse L2 strengths tried; best on validation wins")
+    max_iter: int = Field(2000, ge=10)
+
+    @field_validator("c_grid")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(c <= 0 for c in value):
+            raise ValueError("every C in c_grid must be > 0")
+        return value
+
+
+class ClassifierConfig(Section):
+    head: str = Field("linear", description="classifier head (see aepipe.models.heads.HEADS)")
+    labels_per_class: int | None = Field(None, ge=1, description="labelled training images per class; null = all")
+    linear: LinearHeadConfig = LinearHeadConfig()
+
+    @field_validator("head")
+    @classmethod
+    def _check_head(cls, value: str) -> str:
+        from aepipe.models.heads import HEADS
+
+        if value not in HEADS:
+            raise ValueError(f"unknown classifier.head {value!r}; allowed: {', '.join(sorted(HEADS))}")
+        return value
+
+
+class EvaluateConfig(Section):
+    n_reconstructions: int = Field(16, ge=1, le=256, description="test images shown in the reconstruction grid")
+    batch_size: int = Field(1024, ge=1)
+
+
+class MlflowConfig(Section):
+    experiment: str = Field("aepipe", min_length=1)
+    model_name: str = Field("aepipe-digits", min_length=1)
+    alias: str = Field("challenger", min_length=1, description="alias given to a newly registered version")
+
+    @field_validator("model_name", "alias")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError(f"{value!r} may only hold letters, digits, '.', '_' and '-'")
+        return value
+
+
+class Params(Section):
+    seed: int = Field(0, ge=0, description="seed of weight init and training order")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, the form MLflow params and ``dvc exp run -S`` use."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names valid at the parent of ``loc`` (for 'unknown key' messages)."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc) if not prefix else []
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"{key}: unknown key{hint} (remove it or fix its spelling)")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            given = err.get("input")
+            shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
+            lines.append(f"{key}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def parse_params(data: Any, source: str = "params.yaml") -> Params:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (data, model, ...), got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid params: {_describe(exc)}") from None
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; raise :class:`ConfigError` naming the key at fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found; run from the repository root or pass --params PATH")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(data, str(path))

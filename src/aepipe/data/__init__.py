@@ -1,0 +1,1 @@
+"""Dataset sources and the prepared-dataset format shared by every stage."""

@@ -1,0 +1,334 @@
+"""Dataset sources: ``data.source`` -> images (N, C, H, W) uint8 + integer labels.
+
+Every loader validates fully before returning, so `prepare` never writes a partial dataset, and
+every error names the file (or key) at fault and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aepipe.config import DataConfig
+from aepipe.errors import DataError
+from aepipe.io import sha256_file
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+MAX_CLASSES = 1000
+
+
+@dataclass
+class RawDataset:
+    x: np.ndarray  # (N, C, H, W) uint8
+    y: np.ndarray  # (N,) int64 in [0, len(classes))
+    classes: list[str]
+    source_hash: str
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+def load_source(cfg: DataConfig) -> RawDataset:
+    kind, _, arg = cfg.source.partition(":")
+    raw = LOADERS[kind](arg, cfg)
+    check_labels(raw, cfg.source)
+    return raw
+
+
+# ---- digits ---------------------------------------------------------------------------------
+
+
+def load_digits_source(_: str, cfg: DataConfig) -> RawDataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # 8x8 images with values 0..16 -> uint8 0..255.
+    x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    y = bunch.target.astype(np.int64)
+    return RawDataset(x, y, [str(c) for c in bunch.target_names], _hash_arrays(x, y))
+
+
+# ---- npz ------------------------------------------------------------------------------------
+
+
+def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
+    path = Path(path_str)
+    if not path.is_file():
+        raise DataError(f"{path}: data.source file not found; check the path in params.yaml (data.source: npz:<path>)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataError(f"{path}: holds object (pickled) arrays, which are refused; save plain numeric arrays with np.savez") from None
+        raise DataError(f"{path}: not a readable .npz archive ({exc}); write it with numpy.savez") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz archive ({exc}); write it with numpy.savez") from None
+
+    keys = set(arrays)
+    if {"x_train", "y_train"} <= keys:
+        x = _images_from_array(arrays["x_train"], path, "x_train")
+        y = _labels_from_array(arrays["y_train"], len(x), path, "y_train", "x_train")
+        x_test = y_test = None
+        if ("x_test" in keys) != ("y_test" in keys):
+            raise DataError(f"{path}: has only one of x_test / y_test; provide both or neither")
+        if "x_test" in keys:
+            x_test = _images_from_array(arrays["x_test"], path, "x_test")
+            y_test = _labels_from_array(arrays["y_test"], len(x_test), path, "y_test", "x_test")
+            if x_test.shape[1:] != x.shape[1:]:
+                raise DataError(f"{path}: x_test images are {x_test.shape[1:]} but x_train images are {x.shape[1:]}; they must match")
+    elif {"x", "y"} <= keys:
+        x = _images_from_array(arrays["x"], path, "x")
+        y = _labels_from_array(arrays["y"], len(x), path, "y", "x")
+        x_test = y_test = None
+    else:
+        raise DataError(
+            f"{path}: missing keys; found {sorted(keys) or 'none'}, need x_train + y_train (+ x_test + y_test) "
+            "in the Keras layout, or x + y"
+        )
+
+    all_labels = y if y_test is None else np.concatenate([y, y_test])
+    if "class_names" in keys:
+        names = arrays["class_names"]
+        if names.ndim != 1 or names.dtype.kind not in "UiS":
+            raise DataError(f"{path}: class_names must be a 1-D array of strings")
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
+        if all_labels.size and all_labels.max() >= len(classes):
+            raise DataError(f"{path}: label {int(all_labels.max())} is out of range for {len(classes)} class_names; labels must be 0..{len(classes) - 1}")
+    else:
+        classes = [str(i) for i in range(int(all_labels.max()) + 1)] if all_labels.size else []
+    return RawDataset(x, y, classes, sha256_file(path), x_test, y_test)
+
+
+def _images_from_array(arr: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """Accept (N,H,W), (N,H,W,C) Keras or (N,C,H,W) with C in {1,3}; uint8, or float in [0, 1]."""
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise DataError(f"{path}: {key} contains NaN or inf; clean the array (finite floats in [0, 1] or uint8 0-255)")
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(f"{path}: {key} is float with values {lo:.3g}..{hi:.3g}; float images must lie in [0, 1] (or store uint8 0-255)")
+        arr = np.rint(arr * 255.0).astype(np.uint8)
+    elif arr.dtype.kind in "iu":
+        if arr.dtype != np.uint8:
+            lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+            if lo < 0 or hi > 255:
+                raise DataError(f"{path}: {key} is {arr.dtype} with values {lo}..{hi}; integer images must lie in 0..255")
+            arr = arr.astype(np.uint8)
+    else:
+        raise DataError(f"{path}: {key} has dtype {arr.dtype}; images must be uint8 (0-255) or float (0-1)")
+
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim == 4:
+        if arr.shape[1] not in (1, 3) and arr.shape[3] in (1, 3):
+            arr = arr.transpose(0, 3, 1, 2)
+        elif arr.shape[1] not in (1, 3):
+            raise DataError(f"{path}: {key} has shape {arr.shape}; expected N×H×W, N×H×W×C or N×C×H×W with C = 1 or 3")
+    else:
+        raise DataError(f"{path}: {key} has shape {arr.shape}; expected N×H×W, N×H×W×C or N×C×H×W with C = 1 or 3")
+    if len(arr) == 0:
+        raise DataError(f"{path}: {key} holds no images")
+    if min(arr.shape[2:]) < 4:
+        raise DataError(f"{path}: {key} images are {arr.shape[2]}×{arr.shape[3]}; at least 4×4 is needed")
+    return np.ascontiguousarray(arr)
+
+
+def _labels_from_array(arr: np.ndarray, n: int, path: Path, key: str, images_key: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise DataError(f"{path}: {key} has shape {arr.shape}; labels must be a 1-D array of class indices")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not np.all(arr == np.rint(arr)):
+            raise DataError(f"{path}: {key} holds non-integer values; labels must be integer class indices 0..K-1")
+    elif arr.dtype.kind not in "iu":
+        raise DataError(f"{path}: {key} has dtype {arr.dtype}; labels must be integer class indices 0..K-1")
+    if len(arr) != n:
+        raise DataError(f"{path}: {key} has {len(arr)} labels but {images_key} has {n} images; they must have the same length")
+    if arr.size and arr.min() < 0:
+        raise DataError(f"{path}: {key} has label {int(arr.min())}; labels are out of range, they must be 0..K-1")
+    if arr.size and arr.max() >= MAX_CLASSES:
+        raise DataError(f"{path}: {key} has label {int(arr.max())}; labels are out of range (at most {MAX_CLASSES} classes, 0..K-1)")
+    return arr.astype(np.int64)
+
+
+# ---- image folder ---------------------------------------------------------------------------
+
+
+def load_folder_source(path_str: str, cfg: DataConfig) -> RawDataset:
+    """``root/<class>/*.png``; or ``root/train/<class>/...`` + ``root/test/<class>/...`` to keep a test split."""
+    root = Path(path_str)
+    if not root.is_dir():
+        raise DataError(f"{root}: data.source folder not found; check the path in params.yaml (data.source: folder:<path>)")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        classes = _class_dirs(root / "train")
+        test_classes = _class_dirs(root / "test")
+        unknown = sorted(set(test_classes) - set(classes))
+        if unknown:
+            raise DataError(f"{root / 'test'}: classes {unknown} have no training folder under {root / 'train'}; add them there or remove them")
+        files, y = _list_images(root / "train", classes)
+        test_files, y_test = _list_images(root / "test", classes, allow_empty_class=True)
+    else:
+        classes = _class_dirs(root)
+        files, y = _list_images(root, classes)
+        test_files, y_test = [], np.zeros(0, dtype=np.int64)
+
+    images = _read_images(files + test_files, cfg)
+    x = images[: len(files)]
+    h = hashlib.sha256()
+    for f in sorted(files + test_files):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(sha256_file(f).encode())
+    if test_files:
+        return RawDataset(x, y, classes, h.hexdigest(), images[len(files) :], y_test)
+    return RawDataset(x, y, classes, h.hexdigest())
+
+
+def _class_dirs(root: Path) -> list[str]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class subfolders; put images in {root}/<class name>/*.png")
+    return classes
+
+
+def _list_images(root: Path, classes: list[str], allow_empty_class: bool = False) -> tuple[list[Path], np.ndarray]:
+    files: list[Path] = []
+    labels: list[int] = []
+    for idx, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        for p in entries:
+            if p.is_dir():
+                raise DataError(f"{p}: nested folder inside class folder {folder}; keep one level: <root>/<class>/<image>")
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"{p}: not an image file (suffix {p.suffix or 'none'}); remove it from {folder} or convert it to PNG/JPEG")
+        if not entries and not allow_empty_class:
+            raise DataError(f"{folder}: class folder is empty; add images or remove the folder")
+        files += entries
+        labels += [idx] * len(entries)
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def _read_images(files: list[Path], cfg: DataConfig) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    decoded = []
+    modes = set()
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img.load()
+                mode = "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") or (img.mode == "P" and _palette_is_gray(img)) else "RGB"
+                decoded.append((f, img.convert(mode)))
+                modes.add(mode)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"{f}: cannot be decoded as an image ({exc.__class__.__name__}); replace or remove the file") from None
+
+    channels = cfg.channels
+    if channels is None:
+        if len(modes) > 1:
+            gray = next(f for f, im in decoded if im.mode == "L")
+            rgb = next(f for f, im in decoded if im.mode == "RGB")
+            raise DataError(
+                f"mixed grayscale and RGB images (e.g. {gray} is grayscale, {rgb} is RGB); "
+                "set data.channels: 1 or 3 in params.yaml to convert them all"
+            )
+        channels = 1 if modes == {"L"} else 3
+    target_mode = "L" if channels == 1 else "RGB"
+
+    sizes = {im.size for _, im in decoded}
+    if cfg.image_size is None and len(sizes) > 1:
+        (f1, i1), (f2, i2) = decoded[0], next((f, im) for f, im in decoded if im.size != decoded[0][1].size)
+        raise DataError(
+            f"images of different sizes ({f1} is {i1.size[0]}×{i1.size[1]}, {f2} is {i2.size[0]}×{i2.size[1]}); "
+            "set data.image_size: [height, width] in params.yaml to resize them"
+        )
+    out = []
+    for f, im in decoded:
+        im = im.convert(target_mode)
+        if cfg.image_size is not None:
+            height, width = cfg.image_size
+            if im.size != (width, height):
+                im = im.resize((width, height), Image.Resampling.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+        out.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    x = np.stack(out)
+    if min(x.shape[2:]) < 4:
+        raise DataError(f"images are {x.shape[2]}×{x.shape[3]} pixels; at least 4×4 is needed (set data.image_size)")
+    return x
+
+
+def _palette_is_gray(img) -> bool:  # noqa: ANN001 - PIL image
+    rgb = np.asarray(img.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+# ---- torchvision ----------------------------------------------------------------------------
+
+
+def load_torchvision_source(name: str, cfg: DataConfig) -> RawDataset:
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+    root = Path(cfg.cache_dir) / "torchvision"
+    try:
+        train = cls(str(root), train=True, download=True)
+        test = cls(str(root), train=False, download=True)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise DataError(
+            f"torchvision:{name}: download into {root} failed ({exc.__class__.__name__}: {str(exc)[:200]}). "
+            f"Without network access, save the data as .npz (x_train, y_train, x_test, y_test) and set "
+            f"data.source: npz:<path>, or as class folders and set data.source: folder:<path>"
+        ) from None
+
+    def arrays(ds) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+        data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
+        data = data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(data.astype(np.uint8)), np.asarray(ds.targets, dtype=np.int64)
+
+    x, y = arrays(train)
+    x_test, y_test = arrays(test)
+    return RawDataset(x, y, [str(c) for c in train.classes], _hash_arrays(x, y, x_test, y_test), x_test, y_test)
+
+
+# ---- shared checks --------------------------------------------------------------------------
+
+
+def check_labels(raw: RawDataset, source: str) -> None:
+    present = np.unique(raw.y)
+    if len(present) < 2:
+        raise DataError(f"{source}: only one class ({raw.classes[int(present[0])] if len(present) else 'none'}) in the training data; a classifier needs at least 2 classes")
+    counts = np.bincount(raw.y, minlength=len(raw.classes))
+    thin = [raw.classes[i] for i, c in enumerate(counts) if 0 < c < 3]
+    if thin:
+        raise DataError(f"{source}: classes {thin[:10]} have fewer than 3 training images; stratified train/val/test splits need at least 3 per class")
+    if raw.y_test is not None:
+        unseen = sorted(set(np.unique(raw.y_test).tolist()) - set(present.tolist()))
+        if unseen:
+            raise DataError(f"{source}: test labels {unseen[:10]} never occur in the training data; every test class needs training images")
+
+
+def _hash_arrays(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+        h.update(buf.getvalue())
+    return h.hexdigest()
+
+
+LOADERS: dict[str, Callable[[str, DataConfig], RawDataset]] = {
+    "digits": load_digits_source,
+    "npz": load_npz_source,
+    "folder": load_folder_source,
+    "torchvision": load_torchvision_source,
+}

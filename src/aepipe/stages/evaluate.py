@@ -1,0 +1,90 @@
+"""evaluate: the only stage that touches the test split.
+
+Scores the encoder+classifier pair end to end on raw test images (the same forward path the
+registered MLflow model uses), plus reconstruction quality of the autoencoder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, f1_score
+
+from aepipe.config import Params
+from aepipe.data.prepared import load_prepared
+from aepipe.io import write_csv, write_json
+from aepipe.models.io import load_autoencoder, load_head
+from aepipe.models.pair import EncoderClassifier
+from aepipe.plots import confusion_png, reconstruction_png
+from aepipe.tracking.tracker import NullTracker, Tracker
+from aepipe.training.device import resolve_device
+from aepipe.training.pretrain import as_tensor
+
+
+def load_pair(model_dir: str | Path, classifier_dir: str | Path, device: torch.device | str = "cpu") -> tuple[EncoderClassifier, dict[str, Any]]:
+    autoencoder = load_autoencoder(model_dir, device)
+    head, spec = load_head(classifier_dir, device)
+    return EncoderClassifier(autoencoder, head).eval(), spec
+
+
+@torch.inference_mode()
+def reconstruction_mse(model: Any, x_u8: np.ndarray, device: torch.device, batch_size: int) -> float:
+    total, n = 0.0, 0
+    for start in range(0, len(x_u8), batch_size):
+        xb = as_tensor(x_u8[start : start + batch_size], device).float().div_(255.0)
+        recon = model.reconstruct(xb)
+        total += float(((recon.float() - xb) ** 2).mean(dim=(1, 2, 3)).sum())
+        n += len(xb)
+    return total / max(n, 1)
+
+
+def run(
+    params: Params,
+    data_dir: str | Path,
+    model_dir: str | Path,
+    classifier_dir: str | Path,
+    metrics_path: str | Path,
+    plots_dir: str | Path,
+    tracker: Tracker = NullTracker(),
+) -> dict[str, Any]:
+    ds = load_prepared(data_dir, mmap=True)
+    device = resolve_device(params.device)
+    pair, _ = load_pair(model_dir, classifier_dir, device)
+    classes = ds.classes
+    bs = params.evaluate.batch_size
+
+    x_test, y_test = ds.split("test")
+    x_val, y_val = ds.split("val")
+    pred = pair.predict_proba(x_test, bs).argmax(1)
+    val_pred = pair.predict_proba(x_val, bs).argmax(1)
+    labels = list(range(len(classes)))
+    cm = confusion_matrix(y_test, pred, labels=labels)
+    per_class = {classes[i]: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i in labels}
+    metrics = {
+        "test_accuracy": float((pred == y_test).mean()),
+        "test_macro_f1": float(f1_score(y_test, pred, labels=labels, average="macro", zero_division=0)),
+        "val_accuracy": float((val_pred == y_val).mean()),
+        "test_recon_mse": reconstruction_mse(pair.autoencoder, x_test, device, bs),
+        "n_test": int(len(y_test)),
+        "per_class_accuracy": {k: v for k, v in per_class.items() if v == v},
+    }
+    write_json(metrics_path, metrics)
+
+    plots = Path(plots_dir)
+    write_csv(plots / "confusion.csv", [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y_test, pred)])
+    confusion_png(cm, classes, plots / "confusion.png")
+    k = min(params.evaluate.n_reconstructions, len(x_test))
+    with torch.inference_mode():
+        xb = as_tensor(x_test[:k], device).float().div_(255.0)
+        recon = pair.autoencoder.reconstruct(xb).float().cpu().numpy()
+    reconstruction_png(xb.cpu().numpy(), recon, plots / "reconstructions.png")
+
+    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    tracker.log_metrics({f"test_accuracy_class_{c}": v for c, v in metrics["per_class_accuracy"].items()})
+    for name in ("confusion.png", "reconstructions.png"):
+        tracker.log_artifact(plots / name, "plots")
+    tracker.log_artifact(metrics_path, "metrics")
+    return metrics

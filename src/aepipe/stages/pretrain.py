@@ -1,0 +1,75 @@
+"""pretrain: fit the autoencoder on training images (no labels), keep the per-epoch curve."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from aepipe.config import Params
+from aepipe.data.prepared import load_prepared
+from aepipe.io import write_csv, write_json
+from aepipe.models import ModelSpec, build_autoencoder
+from aepipe.models.io import save_autoencoder
+from aepipe.plots import curves_png
+from aepipe.tracking.tracker import NullTracker, Tracker
+from aepipe.training.device import resolve_device, seed_everything
+from aepipe.training.pretrain import EpochLog, pretrain
+
+
+def spec_from_params(params: Params, input_shape: tuple[int, int, int], mean: list[float], std: list[float]) -> ModelSpec:
+    m = params.model
+    return ModelSpec(
+        name=m.name,
+        input_shape=input_shape,
+        latent_dim=m.latent_dim,
+        width=m.width,
+        depth=m.depth,
+        options=m.options().model_dump(mode="json"),
+        features=m.features,
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+
+
+def run(
+    params: Params,
+    data_dir: str | Path,
+    model_dir: str | Path,
+    metrics_path: str | Path,
+    plots_dir: str | Path,
+    tracker: Tracker = NullTracker(),
+) -> dict[str, Any]:
+    ds = load_prepared(data_dir)
+    device = resolve_device(params.device)
+    generator = seed_everything(params.seed)
+    model = build_autoencoder(spec_from_params(params, ds.input_shape, ds.meta["mean"], ds.meta["std"]))
+    tracker.log_params({f"model.{k}": v for k, v in params.model.model_dump().items()})
+    tracker.log_params({f"pretrain.{k}": v for k, v in params.pretrain.model_dump().items()} | {"device": str(device)})
+
+    def on_epoch(log: EpochLog) -> None:
+        tracker.log_metrics({"train_loss": log.train_loss, "val_loss": log.val_loss, **{f"val_{k}": v for k, v in log.parts.items()}}, step=log.epoch)
+
+    x_train, _ = ds.split("train")
+    x_val, _ = ds.split("val")
+    t0 = time.perf_counter()
+    history = pretrain(model, x_train, x_val, params.pretrain, generator, device, on_epoch)
+    seconds = time.perf_counter() - t0
+
+    save_autoencoder(model_dir, model.cpu())
+    rows = [{"epoch": h.epoch, "train_loss": h.train_loss, "val_loss": h.val_loss} for h in history]
+    write_csv(Path(plots_dir) / "pretrain_loss.csv", rows)
+    curves_png(rows, "epoch", ["train_loss", "val_loss"], Path(plots_dir) / "pretrain_loss.png", f"{params.model.name} autoencoder loss")
+    metrics = {
+        "final_train_loss": history[-1].train_loss,
+        "final_val_loss": history[-1].val_loss,
+        "epochs": len(history),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(x_train) * len(history) / max(seconds, 1e-9), 1),
+    }
+    write_json(metrics_path, metrics)
+    tracker.log_metrics({k: v for k, v in metrics.items() if k != "epochs"})
+    tracker.log_artifact(Path(plots_dir) / "pretrain_loss.png", "plots")
+    tracker.log_artifact(model_dir, "autoencoder")
+    return {**metrics, "device": str(device), "history": [asdict(h) for h in history]}

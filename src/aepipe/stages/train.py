@@ -1,0 +1,70 @@
+"""train: fit the classifier head on (a labelled subset of) the training split.
+
+Model selection (e.g. the probe's C) sees only the validation split; the test split is left to
+``evaluate``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aepipe.config import Params
+from aepipe.data.prepared import load_prepared
+from aepipe.data.splits import labelled_subset
+from aepipe.io import write_csv, write_json
+from aepipe.models.heads import HEADS
+from aepipe.models.io import head_spec, save_module
+from aepipe.stages.extract import load_features
+from aepipe.tracking.tracker import NullTracker, Tracker
+from aepipe.training.device import resolve_device, seed_everything
+
+
+def run(
+    params: Params,
+    data_dir: str | Path,
+    features_dir: str | Path,
+    model_dir: str | Path,
+    classifier_dir: str | Path,
+    metrics_path: str | Path,
+    plots_dir: str | Path,
+    tracker: Tracker = NullTracker(),
+) -> dict[str, Any]:
+    cfg = params.classifier
+    ds = load_prepared(data_dir, mmap=True)
+    seed_everything(params.seed)
+    _, y_train = ds.split("train")
+    _, y_val = ds.split("val")
+    picked = labelled_subset(y_train, cfg.labels_per_class, params.seed)
+    f_train = load_features(features_dir, "train")[picked]
+    f_val = load_features(features_dir, "val")
+
+    head = HEADS[cfg.head]
+    module, info = head.fit_fn()(
+        f_train,
+        y_train[picked],
+        f_val,
+        y_val,
+        n_classes=len(ds.classes),
+        cfg=cfg,
+        seed=params.seed,
+        device=resolve_device(params.device),
+        data_dir=data_dir,
+        model_dir=model_dir,
+        picked=picked,
+    )
+    curve = info.pop("curve", [])
+    spec = head_spec(cfg.head, f_train.shape[1], len(ds.classes), classes=ds.classes, labels_used=int(len(picked)), **info)
+    save_module(classifier_dir, module.cpu(), spec)
+
+    metrics = {"val_accuracy": info["val_accuracy"], "labels_used": int(len(picked))}
+    write_json(metrics_path, metrics)
+    if curve:
+        write_csv(Path(plots_dir) / "train_curve.csv", curve)
+    tracker.log_params({f"classifier.{k}": v for k, v in cfg.model_dump().items()})
+    tracker.log_metrics(metrics | {k: v for k, v in info.items() if isinstance(v, (int, float)) and k != "val_accuracy"})
+    for step, row in enumerate(curve):
+        tracker.log_metrics({k: v for k, v in row.items() if k.endswith("accuracy")}, step=step)
+    return {**metrics, **info, "n_classes": len(ds.classes), "class_counts": np.bincount(y_train[picked]).tolist()}

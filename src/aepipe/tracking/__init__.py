@@ -1,0 +1,1 @@
+"""MLflow: run lineage, the encoder+classifier pyfunc model, the registry."""

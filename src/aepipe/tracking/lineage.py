@@ -1,0 +1,142 @@
+"""One MLflow run per pipeline execution, a nested run per stage.
+
+DVC runs each stage as its own process, so the stages of one execution find their common
+parent run by an *execution key*: a hash of the validated params and the git commit. The first
+stage to run creates the parent (status RUNNING); later stages attach to the newest RUNNING
+parent with the same key; ``register`` finishes it. A failed execution leaves its parent
+RUNNING, so the retry continues it instead of scattering runs. Orchestrators that know their
+own run (Kubeflow) pass ``AEPIPE_PARENT_RUN_ID`` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+from aepipe.config import Params
+from aepipe.errors import TrackingError
+from aepipe.tracking.tracker import MlflowTracker
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+PARENT_ENV = "AEPIPE_PARENT_RUN_ID"
+KEY_TAG = "aepipe.execution_key"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _limit_http_retries() -> None:
+    # MLflow's defaults retry an unreachable server for minutes; fail within seconds instead.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """For an HTTP tracking server, fail fast with a clear message when it does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as exc:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({exc.__class__.__name__}); start it (`make ui`) or fix "
+            "MLFLOW_TRACKING_URI (unset it to use the local sqlite:///mlflow.db). Local outputs were left as they were."
+        ) from None
+
+
+def client() -> Any:
+    import mlflow
+    from mlflow import MlflowClient
+
+    _limit_http_retries()
+    uri = tracking_uri()
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def git_info(cwd: str | None = None) -> dict[str, str]:
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"mlflow.source.git.commit": commit, "aepipe.git_commit": commit, "aepipe.git_dirty": str(bool(dirty)).lower()}
+
+
+def execution_key(params: Params, git: dict[str, str]) -> str:
+    text = params.model_dump_json() + git.get("aepipe.git_commit", "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def experiment_id(mlflow_client: Any, name: str) -> str:
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is None:
+        return mlflow_client.create_experiment(name)
+    if exp.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, str]) -> str:
+    explicit = os.environ.get(PARENT_ENV)
+    if explicit:
+        return explicit
+    key = execution_key(params, git)
+    found = mlflow_client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = mlflow_client.create_run(exp_id, run_name=f"pipeline-{key[:8]}", tags={KEY_TAG: key, "aepipe.kind": "pipeline", **git})
+    MlflowTracker(mlflow_client, run.info.run_id).log_params(params.flat())
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Iterator[MlflowTracker]:
+    """Open the nested MLflow run of one stage; mark it FAILED if the stage raises."""
+    try:
+        mlflow_client = client()
+        exp_id = experiment_id(mlflow_client, params.mlflow.experiment)
+        git = git_info()
+        parent = parent_run(mlflow_client, exp_id, params, git)
+        tags = {"mlflow.parentRunId": parent, "aepipe.stage": stage, "aepipe.kind": "stage", **git}
+        if data_hash:
+            tags["aepipe.data_hash"] = data_hash
+        run = mlflow_client.create_run(exp_id, run_name=stage, tags=tags)
+    except TrackingError:
+        raise
+    except Exception as exc:  # MlflowException, requests errors, sqlite errors
+        raise TrackingError(f"MLflow at {tracking_uri()} refused to start the {stage} run: {exc}") from exc
+    tracker = MlflowTracker(mlflow_client, run.info.run_id)
+    tracker.parent_run_id = parent  # type: ignore[attr-defined]
+    try:
+        yield tracker
+    except BaseException:
+        mlflow_client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def finish_parent(tracker: MlflowTracker) -> None:
+    """Called by the last stage: the pipeline execution is complete."""
+    parent = getattr(tracker, "parent_run_id", None)
+    if parent and not os.environ.get(PARENT_ENV):
+        tracker.client.set_terminated(parent, "FINISHED")

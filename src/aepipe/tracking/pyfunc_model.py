@@ -1,0 +1,44 @@
+"""MLflow models-from-code entry: the encoder + classifier pair as one pyfunc model.
+
+MLflow runs this file when loading the model; weights come from the logged artifacts as
+state_dicts read with ``torch.load(weights_only=True)`` — nothing is unpickled.
+
+Input: uint8 images N×C×H×W (0-255), the signature's contract. Output: one row per image with
+``class`` (name), ``class_index`` and ``probabilities`` (one per class, in class order).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class EncoderClassifierModel(PythonModel):
+    def load_context(self, context: Any) -> None:
+        import torch
+
+        from aepipe.models.io import load_autoencoder, load_head
+        from aepipe.models.pair import EncoderClassifier
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        head, spec = load_head(context.artifacts["classifier"], device)
+        self.pair = EncoderClassifier(load_autoencoder(context.artifacts["autoencoder"], device), head).eval()
+        self.classes = [str(c) for c in spec["classes"]]
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        proba = self.pair.predict_proba(np.asarray(model_input))
+        index = proba.argmax(1)
+        return pd.DataFrame(
+            {
+                "class": [self.classes[i] for i in index],
+                "class_index": index.astype(np.int64),
+                "probabilities": [row.astype(np.float64).tolist() for row in proba],
+            }
+        )
+
+
+mlflow.models.set_model(EncoderClassifierModel())

@@ -1,0 +1,1 @@
+"""Training loops (autoencoder pretraining, classifier heads) and device handling."""

@@ -1,0 +1,107 @@
+"""Autoencoder pretraining loop.
+
+Data stays a uint8 tensor (on the device when it fits); batches are index slices of a seeded
+permutation, so there is no per-sample Dataset/DataLoader overhead. Losses are accumulated on
+the device and read back once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from aepipe.config import PretrainConfig
+from aepipe.errors import ModelError
+from aepipe.models.base import AutoEncoder
+from aepipe.training.device import progress_enabled
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    seconds: float
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+
+@torch.inference_mode()
+def evaluate_loss(model: AutoEncoder, x_u8: torch.Tensor, batch_size: int) -> tuple[float, dict[str, float]]:
+    model.eval()
+    total, parts_total, n = torch.zeros((), device=x_u8.device), {}, 0
+    for start in range(0, len(x_u8), batch_size):
+        xb = x_u8[start : start + batch_size].float().div_(255.0)
+        loss, parts = model.loss(xb, model(xb))
+        total += loss.detach() * len(xb)
+        for k, v in parts.items():
+            parts_total[k] = parts_total.get(k, 0.0) + v.detach() * len(xb)
+        n += len(xb)
+    return float(total) / max(n, 1), {k: float(v) / max(n, 1) for k, v in parts_total.items()}
+
+
+def pretrain(
+    model: AutoEncoder,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    cfg: PretrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> list[EpochLog]:
+    model.to(device)
+    xt, xv = as_tensor(x_train, device), as_tensor(x_val, device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    n, bs = len(xt), cfg.batch_size
+    steps = math.ceil(n / bs)
+    history: list[EpochLog] = []
+    bar = tqdm(range(cfg.epochs), desc="pretrain", unit="epoch", disable=not progress_enabled())
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=generator).to(device)
+        total = torch.zeros((), device=device)
+        for step in range(steps):
+            idx = perm[step * bs : (step + 1) * bs]
+            xb = xt[idx].float().div_(255.0)
+            loss, _ = model.loss(xb, model(xb))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.detach() * len(idx)
+        sched.step()
+        train_loss = float(total) / n
+        if not math.isfinite(train_loss):
+            raise ModelError(f"pretraining diverged: loss is {train_loss} in epoch {epoch + 1}; lower pretrain.lr or set pretrain.grad_clip")
+        val_loss, parts = evaluate_loss(model, xv, max(bs, 256))
+        log = EpochLog(epoch + 1, train_loss, val_loss, time.perf_counter() - t0, parts)
+        history.append(log)
+        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+        if on_epoch is not None:
+            on_epoch(log)
+    return history
+
+
+@torch.inference_mode()
+def extract_features(model: AutoEncoder, x: np.ndarray, device: torch.device, batch_size: int = 1024, desc: str = "extract") -> np.ndarray:
+    """Encoder features in eval mode (norm layers frozen, VAE mean not a sample)."""
+    model.eval().to(device)
+    out = []
+    for start in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", disable=not progress_enabled()):
+        xb = as_tensor(x[start : start + batch_size], device).float().div_(255.0)
+        out.append(model.features(xb).float().cpu().numpy())
+    if not out:
+        raise ValueError("extract_features got no images")
+    return np.concatenate(out)
