@@ -61,10 +61,9 @@ def run(
 
     metrics = {"val_accuracy": info["val_accuracy"], "labels_used": int(len(picked))}
     write_json(metrics_path, metrics)
-    if curve:
-        write_csv(Path(plots_dir) / "train_curve.csv", curve)
+    write_csv(Path(plots_dir) / "train_curve.csv", curve)
     tracker.log_params({f"classifier.{k}": v for k, v in cfg.model_dump().items()})
     tracker.log_metrics(metrics | {k: v for k, v in info.items() if isinstance(v, (int, float)) and k != "val_accuracy"})
-    for step, row in enumerate(curve):
-        tracker.log_metrics({k: v for k, v in row.items() if k.endswith("accuracy")}, step=step)
+    for row in curve:
+        tracker.log_metrics({f"selection_{k}": v for k, v in row.items() if k.endswith("accuracy")}, step=row["step"])
     return {**metrics, **info, "n_classes": len(ds.classes), "class_counts": np.bincount(y_train[picked]).tolist()}

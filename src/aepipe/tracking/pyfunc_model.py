@@ -9,8 +9,6 @@ Input: uint8 images N×C×H×W (0-255), the signature's contract. Output: one ro
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlflow
 import numpy as np
 import pandas as pd
@@ -18,7 +16,7 @@ from mlflow.pyfunc import PythonModel
 
 
 class EncoderClassifierModel(PythonModel):
-    def load_context(self, context: Any) -> None:
+    def load_context(self, context):  # noqa: ANN001 - MLflow inspects type hints; keep none
         import torch
 
         from aepipe.models.io import load_autoencoder, load_head
@@ -29,7 +27,7 @@ class EncoderClassifierModel(PythonModel):
         self.pair = EncoderClassifier(load_autoencoder(context.artifacts["autoencoder"], device), head).eval()
         self.classes = [str(c) for c in spec["classes"]]
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         proba = self.pair.predict_proba(np.asarray(model_input))
         index = proba.argmax(1)
         return pd.DataFrame(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -25,7 +26,7 @@ def signature(input_shape: tuple[int, int, int], n_classes: int) -> Any:
     from mlflow.types import ColSpec, DataType, Schema, TensorSpec
     from mlflow.types.schema import Array
 
-    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *input_shape), name="images")])
+    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *input_shape))])
     outputs = Schema([ColSpec(DataType.string, "class"), ColSpec(DataType.long, "class_index"), ColSpec(Array(DataType.double), "probabilities")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -53,7 +54,9 @@ def log_and_register(
     import mlflow
     from mlflow import MlflowClient
 
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        # The pyfunc's predict has no type hints on purpose: the signature below is the contract.
+        warnings.filterwarnings("ignore", message=".*type hint.*", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),

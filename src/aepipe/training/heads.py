@@ -41,7 +41,7 @@ def fit_linear(
             clf.fit(zt, y_train)
         val_acc = float((clf.predict(zv) == y_val).mean())
         train_acc = float((clf.predict(zt) == y_train).mean())
-        curve.append({"C": c, "train_accuracy": train_acc, "val_accuracy": val_acc})
+        curve.append({"step": len(curve), "C": c, "train_accuracy": train_acc, "val_accuracy": val_acc})
         if best is None or val_acc > best[0]:
             best = (val_acc, c, clf)
     assert best is not None

@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh machine:
+#   make run    create .venv, install, run the whole pipeline (dvc repro) on the digits dataset
+#   make test   create .venv, install with test tools, run the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+UI_PORT ?= 5000
+
+.PHONY: install run test ui clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+
+$(VENV)/.installed: $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	dvc repro
+	@echo
+	@echo "Metrics:  metrics/eval.json  (dvc metrics show)"
+	@dvc metrics show
+	@echo "Plots:    plots/  (dvc plots show  ->  dvc_plots/index.html)"
+	@echo "Model:    reports/registration.json; MLflow store: mlflow.db + mlruns/"
+	@echo "MLflow UI: make ui   then open http://127.0.0.1:$(UI_PORT)"
+
+test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest
+
+ui: $(VENV)/.installed
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
+	  --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns \
+	  --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+clean:
+	rm -rf data/prepared models features metrics plots reports dvc_plots
