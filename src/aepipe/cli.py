@@ -10,10 +10,19 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aepipe.errors import AepipeError
+
+# CLI flag -> keyword of the stage's run() function, per stage.
+STAGE_ARGS: dict[str, dict[str, str]] = {
+    "prepare": {"out": "out_dir"},
+    "pretrain": {"data": "data_dir", "model": "model_dir", "metrics": "metrics_path", "plots": "plots_dir"},
+    "extract": {"data": "data_dir", "model": "model_dir", "out": "features_dir"},
+    "train": {"data": "data_dir", "features": "features_dir", "model": "model_dir", "out": "classifier_dir", "metrics": "metrics_path", "plots": "plots_dir"},
+    "evaluate": {"data": "data_dir", "model": "model_dir", "classifier": "classifier_dir", "metrics": "metrics_path", "plots": "plots_dir"},
+    "register": {"data": "data_dir", "model": "model_dir", "classifier": "classifier_dir", "metrics": "eval_metrics_path", "out": "out_path"},
+}
 
 DATA = "data/prepared"
 AUTOENCODER = "models/autoencoder"
@@ -22,62 +31,12 @@ CLASSIFIER = "models/classifier"
 PLOTS = "plots"
 
 
-def _data_hash(data_dir: str) -> str | None:
-    meta = Path(data_dir) / "meta.json"
-    return json.loads(meta.read_text()).get("data_hash") if meta.is_file() else None
+def cmd_stage(args: argparse.Namespace, params: Any) -> dict[str, Any]:
+    from aepipe.stages.runner import run_stage
 
-
-def cmd_prepare(args: argparse.Namespace, params: Any) -> dict[str, Any]:
-    from aepipe.stages import prepare
-    from aepipe.tracking.lineage import stage_run
-
-    with stage_run("prepare", params) as tracker:
-        result = prepare.run(params, args.out, tracker)
-        tracker.client.set_tag(tracker.parent_run_id, "aepipe.data_hash", result["data_hash"])
-    return result
-
-
-def cmd_pretrain(args: argparse.Namespace, params: Any) -> dict[str, Any]:
-    from aepipe.stages import pretrain
-    from aepipe.tracking.lineage import stage_run
-
-    with stage_run("pretrain", params, _data_hash(args.data)) as tracker:
-        result = pretrain.run(params, args.data, args.model, args.metrics, args.plots, tracker)
-    result.pop("history")
-    return result
-
-
-def cmd_extract(args: argparse.Namespace, params: Any) -> dict[str, Any]:
-    from aepipe.stages import extract
-    from aepipe.tracking.lineage import stage_run
-
-    with stage_run("extract", params, _data_hash(args.data)) as tracker:
-        return extract.run(params, args.data, args.model, args.out, tracker)
-
-
-def cmd_train(args: argparse.Namespace, params: Any) -> dict[str, Any]:
-    from aepipe.stages import train
-    from aepipe.tracking.lineage import stage_run
-
-    with stage_run("train", params, _data_hash(args.data)) as tracker:
-        return train.run(params, args.data, args.features, args.model, args.out, args.metrics, args.plots, tracker)
-
-
-def cmd_evaluate(args: argparse.Namespace, params: Any) -> dict[str, Any]:
-    from aepipe.stages import evaluate
-    from aepipe.tracking.lineage import stage_run
-
-    with stage_run("evaluate", params, _data_hash(args.data)) as tracker:
-        return evaluate.run(params, args.data, args.model, args.classifier, args.metrics, args.plots, tracker)
-
-
-def cmd_register(args: argparse.Namespace, params: Any) -> dict[str, Any]:
-    from aepipe.stages import register
-    from aepipe.tracking.lineage import finish_parent, stage_run
-
-    with stage_run("register", params, _data_hash(args.data)) as tracker:
-        result = register.run(params, args.data, args.model, args.classifier, args.metrics, args.out, tracker.run_id)
-    finish_parent(tracker)
+    paths = {dest: getattr(args, opt) for opt, dest in STAGE_ARGS[args.command].items()}
+    result = run_stage(args.command, params, **paths)
+    result.pop("history", None)
     return result
 
 
@@ -96,25 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(f"--{opt}", default=default, help=f"{text} (default: {default})")
         p.set_defaults(fn=fn)
 
-    add("prepare", cmd_prepare, "load data.source, split, write the prepared dataset", out=(DATA, "prepared dataset dir"))
+    add("prepare", cmd_stage, "load data.source, split, write the prepared dataset", out=(DATA, "prepared dataset dir"))
     add(
-        "pretrain", cmd_pretrain, "train the autoencoder without labels",
+        "pretrain", cmd_stage, "train the autoencoder without labels",
         data=(DATA, "prepared dataset"), model=(AUTOENCODER, "autoencoder output dir"),
         metrics=("metrics/pretrain.json", "metrics file"), plots=(PLOTS, "plots dir"),
     )
-    add("extract", cmd_extract, "encode every split with the frozen encoder", data=(DATA, "prepared dataset"), model=(AUTOENCODER, "autoencoder"), out=(FEATURES, "features dir"))
+    add("extract", cmd_stage, "encode every split with the frozen encoder", data=(DATA, "prepared dataset"), model=(AUTOENCODER, "autoencoder"), out=(FEATURES, "features dir"))
     add(
-        "train", cmd_train, "fit the classifier head (model selection on validation)",
+        "train", cmd_stage, "fit the classifier head (model selection on validation)",
         data=(DATA, "prepared dataset"), features=(FEATURES, "features dir"), model=(AUTOENCODER, "autoencoder"),
         out=(CLASSIFIER, "classifier output dir"), metrics=("metrics/train.json", "metrics file"), plots=(PLOTS, "plots dir"),
     )
     add(
-        "evaluate", cmd_evaluate, "score the pair on the test split",
+        "evaluate", cmd_stage, "score the pair on the test split",
         data=(DATA, "prepared dataset"), model=(AUTOENCODER, "autoencoder"), classifier=(CLASSIFIER, "classifier"),
         metrics=("metrics/eval.json", "metrics file"), plots=(PLOTS, "plots dir"),
     )
     add(
-        "register", cmd_register, "log the pair to MLflow and register it as the challenger",
+        "register", cmd_stage, "log the pair to MLflow and register it as the challenger",
         data=(DATA, "prepared dataset"), model=(AUTOENCODER, "autoencoder"), classifier=(CLASSIFIER, "classifier"),
         metrics=("metrics/eval.json", "evaluation metrics"), out=("reports/registration.json", "registration record"),
     )

@@ -22,7 +22,7 @@ from aepipe.errors import TrackingError
 from aepipe.tracking.tracker import MlflowTracker
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-PARENT_ENV = "AEPIPE_PARENT_RUN_ID"
+KEY_ENV = "AEPIPE_EXECUTION_KEY"
 KEY_TAG = "aepipe.execution_key"
 
 
@@ -78,6 +78,8 @@ def git_info(cwd: str | None = None) -> dict[str, str]:
 
 
 def execution_key(params: Params, git: dict[str, str]) -> str:
+    if os.environ.get(KEY_ENV):
+        return os.environ[KEY_ENV]
     text = params.model_dump_json() + git.get("aepipe.git_commit", "")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -92,9 +94,6 @@ def experiment_id(mlflow_client: Any, name: str) -> str:
 
 
 def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, str]) -> str:
-    explicit = os.environ.get(PARENT_ENV)
-    if explicit:
-        return explicit
     key = execution_key(params, git)
     found = mlflow_client.search_runs(
         [exp_id],
@@ -138,5 +137,5 @@ def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Itera
 def finish_parent(tracker: MlflowTracker) -> None:
     """Called by the last stage: the pipeline execution is complete."""
     parent = getattr(tracker, "parent_run_id", None)
-    if parent and not os.environ.get(PARENT_ENV):
+    if parent:
         tracker.client.set_terminated(parent, "FINISHED")

@@ -1,0 +1,38 @@
+"""Run one stage inside its nested MLflow run: the single entry the CLI and KFP components share.
+
+Path keyword arguments are exactly those of the stage's ``run`` function, so a wrapper only maps
+its own notion of paths (CLI flags, KFP artifact paths) onto them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from aepipe.config import Params
+from aepipe.stages import STAGES
+
+
+def _data_hash(data_dir: str | Path | None) -> str | None:
+    meta = Path(data_dir) / "meta.json" if data_dir else None
+    return json.loads(meta.read_text()).get("data_hash") if meta and meta.is_file() else None
+
+
+def run_stage(stage: str, params: Params, **paths: str | Path) -> dict[str, Any]:
+    from aepipe.tracking.lineage import finish_parent, stage_run
+
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    module = importlib.import_module(f"aepipe.stages.{stage}")
+    with stage_run(stage, params, _data_hash(paths.get("data_dir"))) as tracker:
+        if stage == "register":
+            result = module.run(params, **paths, run_id=tracker.run_id)
+        else:
+            result = module.run(params, **paths, tracker=tracker)
+        if stage == "prepare":
+            tracker.client.set_tag(tracker.parent_run_id, "aepipe.data_hash", result["data_hash"])
+    if stage == "register":
+        finish_parent(tracker)
+    return result
