@@ -1,0 +1,103 @@
+"""The finetune head: a linear head on the encoder's features, then the encoder unfrozen.
+
+LP-FT style: ``head_epochs`` first train the head alone on the frozen encoder (eval mode), so
+the randomly initialised head does not wreck the pretrained features with large early
+gradients; then everything trains, the encoder at ``encoder_lr_ratio`` x the head's learning
+rate. Early stopping keeps the epoch with the best validation accuracy. The fine-tuned
+autoencoder is returned with the head and saved beside it (see ``aepipe.models.io``), so
+``evaluate`` and the registered model use exactly the trained pair.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aepipe.config import ClassifierConfig
+from aepipe.data.prepared import load_prepared
+from aepipe.models.heads import FitResult, LinearClassifier
+from aepipe.models.io import load_autoencoder
+from aepipe.models.pair import EncoderClassifier
+from aepipe.training.loop import EarlyStopping, accuracy, epoch_batches
+from aepipe.training.pretrain import as_tensor
+
+TRAIN_ACCURACY_SAMPLE = 5000  # training accuracy per epoch is measured on this many images
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by its own integer offset in [-max_shift, max_shift] per axis, zero fill."""
+    if max_shift == 0:
+        return x
+    n, c, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(x.device) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+def fit_finetune(
+    f_train: np.ndarray,
+    y_train: np.ndarray,
+    f_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    cfg: ClassifierConfig,
+    seed: int,
+    device: torch.device,
+    data_dir: str | Path,
+    model_dir: str | Path,
+    picked: np.ndarray,
+    **_: Any,
+) -> FitResult:
+    opts = cfg.finetune
+    generator = torch.Generator().manual_seed(seed)
+    ds = load_prepared(data_dir, mmap=True)
+    xt = as_tensor(ds.split("train")[0][picked], device)
+    xv = as_tensor(ds.split("val")[0], device)
+    yt, yv = (torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for y in (y_train, y_val))
+
+    autoencoder = load_autoencoder(model_dir, device)
+    head = LinearClassifier(f_train.shape[1], n_classes)
+    head.set_stats(f_train)
+    pair = EncoderClassifier(autoencoder, head.to(device))
+    opt = torch.optim.AdamW(
+        [{"params": autoencoder.parameters(), "lr": opts.lr * opts.encoder_lr_ratio}, {"params": head.parameters(), "lr": opts.lr}],
+        weight_decay=opts.weight_decay,
+    )
+    encoder_lr = opt.param_groups[0]["lr"]
+    sample = torch.randperm(len(xt), generator=generator)[:TRAIN_ACCURACY_SAMPLE].to(device)
+
+    def logits(x_u8: torch.Tensor) -> torch.Tensor:
+        return pair(x_u8.float().div_(255.0))
+
+    stopper, curve = EarlyStopping(opts.patience), []
+    for epoch in range(1, opts.max_epochs + 1):
+        frozen = epoch <= opts.head_epochs
+        pair.train()
+        autoencoder.train(not frozen)  # frozen: BatchNorm keeps its pretrained statistics
+        opt.param_groups[0]["lr"] = 0.0 if frozen else encoder_lr
+        for idx in epoch_batches(len(xt), opts.batch_size, opts.min_steps_per_epoch, generator):
+            idx = idx.to(device)
+            xb = xt[idx].float().div_(255.0)
+            if opts.augment:
+                xb = random_shift(xb, opts.max_shift, generator)
+            loss = F.cross_entropy(pair(xb), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        pair.eval()
+        row = {"step": epoch, "train_accuracy": accuracy(logits, xt[sample], yt[sample]), "val_accuracy": accuracy(logits, xv, yv)}
+        row["encoder_trained"] = int(not frozen)
+        curve.append(row)
+        if stopper.update(epoch, row["val_accuracy"], pair):
+            break
+    stopper.restore(pair)
+    info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve), "encoder_lr": encoder_lr, "augment": opts.augment}
+    return FitResult(head.eval(), stopper.best, curve, info=info, autoencoder=autoencoder.eval())
