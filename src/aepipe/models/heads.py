@@ -10,11 +10,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from aepipe.config import ClassifierConfig
 
 
 class Standardized(nn.Module):
@@ -67,6 +71,25 @@ class MLPClassifier(Standardized):
 
 
 @dataclass
+class HeadData:
+    """What a head trainer gets from the train stage. Heads on frozen features use the features;
+    ``finetune`` also reads the images (``data_dir``, rows ``picked`` of the train split) and the
+    pretrained autoencoder (``model_dir``)."""
+
+    f_train: np.ndarray
+    y_train: np.ndarray
+    f_val: np.ndarray
+    y_val: np.ndarray
+    n_classes: int
+    cfg: ClassifierConfig
+    seed: int
+    device: torch.device = torch.device("cpu")
+    data_dir: Path | None = None
+    model_dir: Path | None = None
+    picked: np.ndarray | None = None
+
+
+@dataclass
 class FitResult:
     """What a head trainer returns. ``info`` is JSON and goes into the head's spec;
     ``options`` are the module's constructor arguments; ``autoencoder`` is set by heads that
@@ -86,7 +109,7 @@ class Head:
     trainer: str  # "module:function"
     trains_encoder: bool = False
 
-    def fit_fn(self) -> Callable[..., FitResult]:
+    def fit_fn(self) -> Callable[[HeadData], FitResult]:
         mod, _, fn = self.trainer.partition(":")
         return getattr(importlib.import_module(mod), fn)
 

@@ -16,7 +16,7 @@ from aepipe.config import Params
 from aepipe.data.prepared import load_prepared
 from aepipe.data.splits import labelled_subset
 from aepipe.io import write_csv, write_json
-from aepipe.models.heads import HEADS
+from aepipe.models.heads import HEADS, HeadData
 from aepipe.models.io import head_spec, save_classifier
 from aepipe.stages.extract import load_features
 from aepipe.tracking.tracker import NullTracker, Tracker
@@ -42,7 +42,7 @@ def run(
     f_train = load_features(features_dir, "train")[picked]
     f_val = load_features(features_dir, "val")
 
-    fit = HEADS[cfg.head].fit_fn()(
+    data = HeadData(
         f_train,
         y_train[picked],
         f_val,
@@ -51,10 +51,11 @@ def run(
         cfg=cfg,
         seed=params.seed,
         device=resolve_device(params.device),
-        data_dir=data_dir,
-        model_dir=model_dir,
+        data_dir=Path(data_dir),
+        model_dir=Path(model_dir),
         picked=picked,
     )
+    fit = HEADS[cfg.head].fit_fn()(data)
     info = {"val_accuracy": fit.val_accuracy, **fit.info}
     spec = head_spec(cfg.head, f_train.shape[1], len(ds.classes), classes=ds.classes, labels_used=int(len(picked)), options=fit.options, **info)
     save_classifier(classifier_dir, fit.module.cpu(), spec, fit.autoencoder.cpu() if fit.autoencoder is not None else None)

@@ -10,16 +10,12 @@ autoencoder is returned with the head and saved beside it (see ``aepipe.models.i
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aepipe.config import ClassifierConfig
 from aepipe.data.prepared import load_prepared
-from aepipe.models.heads import FitResult, LinearClassifier
+from aepipe.models.heads import FitResult, HeadData, LinearClassifier
 from aepipe.models.io import load_autoencoder
 from aepipe.models.pair import EncoderClassifier
 from aepipe.training.loop import EarlyStopping, accuracy, epoch_batches
@@ -42,30 +38,19 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded[batch, chan, rows, cols]
 
 
-def fit_finetune(
-    f_train: np.ndarray,
-    y_train: np.ndarray,
-    f_val: np.ndarray,
-    y_val: np.ndarray,
-    n_classes: int,
-    cfg: ClassifierConfig,
-    seed: int,
-    device: torch.device,
-    data_dir: str | Path,
-    model_dir: str | Path,
-    picked: np.ndarray,
-    **_: Any,
-) -> FitResult:
-    opts = cfg.finetune
-    generator = torch.Generator().manual_seed(seed)
-    ds = load_prepared(data_dir, mmap=True)
-    xt = as_tensor(ds.split("train")[0][picked], device)
+def fit_finetune(data: HeadData) -> FitResult:
+    opts, device = data.cfg.finetune, data.device
+    if data.data_dir is None or data.model_dir is None or data.picked is None:
+        raise ValueError("the finetune head needs data_dir, model_dir and picked (the train stage passes them)")
+    generator = torch.Generator().manual_seed(data.seed)
+    ds = load_prepared(data.data_dir, mmap=True)
+    xt = as_tensor(ds.split("train")[0][data.picked], device)
     xv = as_tensor(ds.split("val")[0], device)
-    yt, yv = (torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for y in (y_train, y_val))
+    yt, yv = (torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for y in (data.y_train, data.y_val))
 
-    autoencoder = load_autoencoder(model_dir, device)
-    head = LinearClassifier(f_train.shape[1], n_classes)
-    head.set_stats(f_train)
+    autoencoder = load_autoencoder(data.model_dir, device)
+    head = LinearClassifier(data.f_train.shape[1], data.n_classes)
+    head.set_stats(data.f_train)
     pair = EncoderClassifier(autoencoder, head.to(device))
     opt = torch.optim.AdamW(
         [{"params": autoencoder.parameters(), "lr": opts.lr * opts.encoder_lr_ratio}, {"params": head.parameters(), "lr": opts.lr}],

@@ -4,7 +4,6 @@ selection (C, early stopping) uses the validation split only."""
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import torch
@@ -12,34 +11,25 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from aepipe.config import ClassifierConfig
-from aepipe.models.heads import FitResult, LinearClassifier, MLPClassifier
+from aepipe.models.heads import FitResult, HeadData, LinearClassifier, MLPClassifier
 from aepipe.training.loop import EarlyStopping, accuracy, epoch_batches
 
 
-def fit_linear(
-    f_train: np.ndarray,
-    y_train: np.ndarray,
-    f_val: np.ndarray,
-    y_val: np.ndarray,
-    n_classes: int,
-    cfg: ClassifierConfig,
-    seed: int,
-    **_: Any,
-) -> FitResult:
+def fit_linear(data: HeadData) -> FitResult:
     """Linear probe: multinomial logistic regression on standardised frozen features.
 
     scikit-learn's L-BFGS solver fits it; the weights are copied into a torch module so the
     registered model is a plain state_dict. C is chosen on the validation split.
     """
+    f_train, y_train, y_val, n_classes = data.f_train, data.y_train, data.y_val, data.n_classes
     module = LinearClassifier(f_train.shape[1], n_classes)
     mean, scale = module.set_stats(f_train)
-    zt, zv = ((f_train - mean) / scale).astype(np.float32), ((f_val - mean) / scale).astype(np.float32)
+    zt, zv = ((f_train - mean) / scale).astype(np.float32), ((data.f_val - mean) / scale).astype(np.float32)
     curve, best = [], None
     # Weakest regularisation last, each fit warm-started from the previous: far fewer L-BFGS
     # iterations than cold starts on 50k x 1k features.
-    clf = LogisticRegression(max_iter=cfg.linear.max_iter, random_state=seed, warm_start=True)
-    for c in sorted(cfg.linear.c_grid):
+    clf = LogisticRegression(max_iter=data.cfg.linear.max_iter, random_state=data.seed, warm_start=True)
+    for c in sorted(data.cfg.linear.c_grid):
         clf.set_params(C=c)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -62,25 +52,15 @@ def fit_linear(
     return FitResult(module, val_acc, curve, info={"C": c})
 
 
-def fit_mlp(
-    f_train: np.ndarray,
-    y_train: np.ndarray,
-    f_val: np.ndarray,
-    y_val: np.ndarray,
-    n_classes: int,
-    cfg: ClassifierConfig,
-    seed: int,
-    device: torch.device = torch.device("cpu"),
-    **_: Any,
-) -> FitResult:
+def fit_mlp(data: HeadData) -> FitResult:
     """Small MLP on standardised frozen features, AdamW, early stopping on validation accuracy."""
-    opts = cfg.mlp
-    generator = torch.Generator().manual_seed(seed)
-    module = MLPClassifier(f_train.shape[1], n_classes, hidden=opts.hidden, dropout=opts.dropout)
-    module.set_stats(f_train)
+    opts, device = data.cfg.mlp, data.device
+    generator = torch.Generator().manual_seed(data.seed)
+    module = MLPClassifier(data.f_train.shape[1], data.n_classes, hidden=opts.hidden, dropout=opts.dropout)
+    module.set_stats(data.f_train)
     module.to(device)
-    ft, fv = (torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device) for f in (f_train, f_val))
-    yt, yv = (torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for y in (y_train, y_val))
+    ft, fv = (torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device) for f in (data.f_train, data.f_val))
+    yt, yv = (torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for y in (data.y_train, data.y_val))
     opt = torch.optim.AdamW(module.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     stopper, curve = EarlyStopping(opts.patience), []
     for epoch in range(1, opts.max_epochs + 1):
