@@ -144,6 +144,13 @@ class MlflowConfig(Section):
     experiment: str = Field("aepipe", min_length=1)
     model_name: str = Field("aepipe-digits", min_length=1)
     alias: str = Field("challenger", min_length=1, description="alias given to a newly registered version")
+    selection_metric: Literal["val_accuracy", "val_macro_f1"] = Field(
+        "val_accuracy", description="validation metric that picks the best pair among the experiment's candidates"
+    )
+    promotion_metric: Literal["test_accuracy", "test_macro_f1"] = Field(
+        "test_accuracy", description="held-out metric the champion gate compares"
+    )
+    promotion_margin: float = Field(0.0, ge=0.0, le=1.0, description="how much better than the champion a challenger must be")
 
     @field_validator("model_name", "alias")
     @classmethod
