@@ -239,3 +239,30 @@ def test_served_model_answers_like_in_process(world, client) -> None:
     finally:
         os.killpg(os.getpgid(proc.pid), 15)
         proc.wait(timeout=20)
+
+
+def test_new_classifier_on_a_registered_encoder(world, client, tmp_path: Path) -> None:
+    import torch
+
+    from aepipe.errors import ConfigError, ModelError
+    from aepipe.models.io import load_autoencoder
+
+    uri = f"models:/{NAME}-encoder@challenger"
+    p = parse_params({"pretrain": {"epochs": 0, "init_from": uri}, "model": {"width": 8}, "classifier": {"labels_per_class": 3}})
+    result = pretrain.run(p, world["root"] / "data", tmp_path / "ae", tmp_path / "pretrain.json", tmp_path / "plots")
+    enc_version = client.get_model_version_by_alias(f"{NAME}-encoder", "challenger").version
+    assert result["init_from"] == f"models:/{NAME}-encoder/{enc_version}"
+    reused, original = load_autoencoder(tmp_path / "ae"), load_autoencoder(world["root"] / "ae")
+    x = torch.rand(4, 1, 8, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(reused.features(x), original.features(x), rtol=0, atol=0)
+    extract.run(p, world["root"] / "data", tmp_path / "ae", tmp_path / "features")
+    trained = train.run(p, world["root"] / "data", tmp_path / "features", tmp_path / "ae", tmp_path / "clf", tmp_path / "train.json", tmp_path)
+    assert trained["labels_used"] == 30 and trained["val_accuracy"] > 0.5
+
+    with pytest.raises(ConfigError, match="epochs: 0 needs pretrain.init_from"):
+        parse_params({"pretrain": {"epochs": 0}})
+    wrong = parse_params({"pretrain": {"epochs": 0, "init_from": uri}, "data": {"source": "digits"}, "model": {"depth": 1}})
+    with pytest.raises(ModelError, match="init_from"):
+        # a variant the registry knows but the encoder is not
+        pretrain.run(wrong.model_copy(update={"model": wrong.model.model_copy(update={"name": "nope"})}), world["root"] / "data", tmp_path / "x", tmp_path / "x.json", tmp_path)

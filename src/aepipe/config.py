@@ -101,11 +101,20 @@ class ModelConfig(BaseModel):
 
 
 class PretrainConfig(Section):
-    epochs: int = Field(30, ge=1, le=10_000)
+    epochs: int = Field(30, ge=0, le=10_000, description="0 only with init_from: use the registered encoder as is")
     batch_size: int = Field(64, ge=1, le=65_536)
     lr: float = Field(1e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float | None = Field(None, gt=0.0, description="max gradient norm; null = no clipping")
+    init_from: str | None = Field(None, description="start from a registered encoder, e.g. models:/aepipe-digits-encoder@champion")
+
+    @model_validator(mode="after")
+    def _epochs_need_a_start(self) -> "PretrainConfig":
+        if self.epochs == 0 and not self.init_from:
+            raise ValueError("epochs: 0 needs pretrain.init_from (a registered encoder to use as is); otherwise set epochs >= 1")
+        if self.init_from and not self.init_from.startswith(("models:/", "runs:/")):
+            raise ValueError(f"init_from must be a models:/ or runs:/ URI (got {self.init_from!r})")
+        return self
 
 
 class LinearHeadConfig(Section):

@@ -9,6 +9,8 @@ one — once: a pair already registered (same weights) never gets a second versi
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -98,11 +100,13 @@ def log_candidate(
     from mlflow import MlflowClient
 
     shape = tuple(example.shape[1:])
-    with mlflow.start_run(run_id=run_id):
-        pair_id = _log_pyfunc(
-            "model", PAIR_CODE, {"autoencoder": str(autoencoder_dir), "classifier": str(classifier_dir)}, pair_signature(shape), example, tags
-        )
-        encoder_id = _log_pyfunc("encoder", ENCODER_CODE, {"autoencoder": str(autoencoder_dir)}, encoder_signature(shape, feature_dim), example, tags)
+    with tempfile.TemporaryDirectory() as staging, mlflow.start_run(run_id=run_id):
+        # MLflow stores an artifact under its directory's basename: stage copies under fixed names
+        ae, clf = Path(staging) / "autoencoder", Path(staging) / "classifier"
+        shutil.copytree(autoencoder_dir, ae)
+        shutil.copytree(classifier_dir, clf)
+        pair_id = _log_pyfunc("model", PAIR_CODE, {"autoencoder": str(ae), "classifier": str(clf)}, pair_signature(shape), example, tags)
+        encoder_id = _log_pyfunc("encoder", ENCODER_CODE, {"autoencoder": str(ae)}, encoder_signature(shape, feature_dim), example, tags)
         if review_dir is not None:
             mlflow.log_artifacts(str(review_dir), "review")
     hashes = {PAIR_HASH_TAG: pair_hash(autoencoder_dir, classifier_dir), CANDIDATE_TAG: pair_id, ENCODER_TAG: encoder_id}
