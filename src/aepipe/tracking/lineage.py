@@ -93,6 +93,21 @@ def experiment_id(mlflow_client: Any, name: str) -> str:
     return exp.experiment_id
 
 
+def check_artifact_credentials(mlflow_client: Any, exp_id: str) -> None:
+    """An experiment whose artifacts go straight to S3 needs credentials in this process."""
+    location = mlflow_client.get_experiment(exp_id).artifact_location or ""
+    if not location.startswith("s3://"):
+        return
+    import boto3
+
+    if boto3.session.Session().get_credentials() is None:
+        raise TrackingError(
+            f"MLflow artifacts of this experiment go to {location} but no S3 credentials were found; "
+            "export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and MLFLOW_S3_ENDPOINT_URL for a non-AWS endpoint), "
+            "or run the MLflow server with --artifacts-destination so only the server needs them"
+        )
+
+
 def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, str]) -> str:
     key = execution_key(params, git)
     found = mlflow_client.search_runs(
@@ -114,6 +129,7 @@ def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Itera
     try:
         mlflow_client = client()
         exp_id = experiment_id(mlflow_client, params.mlflow.experiment)
+        check_artifact_credentials(mlflow_client, exp_id)
         git = git_info()
         parent = parent_run(mlflow_client, exp_id, params, git)
         tags = {"mlflow.parentRunId": parent, "aepipe.stage": stage, "aepipe.kind": "stage", **git}
