@@ -15,19 +15,40 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from aepipe.config import Params
 from aepipe.errors import TrackingError
 from aepipe.tracking.tracker import MlflowTracker
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 KEY_ENV = "AEPIPE_EXECUTION_KEY"
 KEY_TAG = "aepipe.execution_key"
 
 
+def project_root() -> Path:
+    """The repository whose ``mlflow.db`` is the default store.
+
+    ``dvc exp run --queue/--temp`` runs stages in ``<project>/.dvc/tmp/exps/<tmp>`` (DVC_ROOT):
+    those runs must land in the project's store, not in a temp copy deleted afterwards.
+    """
+    root = os.environ.get("DVC_ROOT")
+    if not root:
+        return Path.cwd()
+    parts = Path(root).resolve().parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return Path(root)
+
+
+def local_store() -> bool:
+    return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<project>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def _limit_http_retries() -> None:
@@ -87,7 +108,9 @@ def execution_key(params: Params, git: dict[str, str]) -> str:
 def experiment_id(mlflow_client: Any, name: str) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is None:
-        return mlflow_client.create_experiment(name)
+        # the local store keeps artifacts beside it (./mlruns), wherever the stage runs from
+        location = (project_root() / "mlruns").as_uri() if local_store() else None
+        return mlflow_client.create_experiment(name, artifact_location=location)
     if exp.lifecycle_stage == "deleted":
         mlflow_client.restore_experiment(exp.experiment_id)
     return exp.experiment_id
