@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         metrics=("metrics/eval.json", "evaluation metrics"), out=("reports/registration.json", "registration record"),
     )
     add("params", cmd_params, "validate params.yaml and print the flattened values")
+    from aepipe.pipeline_cli import add_pipeline_commands
+
+    add_pipeline_commands(sub)
     return parser
 
 
