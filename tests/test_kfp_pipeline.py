@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,21 +216,23 @@ def test_local_run_registers_a_model_and_matches_the_dvc_path(tmp_path: Path, tr
     """kfp.local (one subprocess per task) vs `aepipe <stage>` in a temp dir: same params, same accuracy."""
     from mlflow import MlflowClient
 
-    overrides = ["pretrain.epochs=3", "model.width=16", "classifier.linear.c_grid=[1.0]", "mlflow.experiment=kfp-local", "mlflow.model_name=kfp-local"]
+    overrides = ["pretrain.epochs=2", "model.width=8", "classifier.linear.c_grid=[1.0]", "mlflow.experiment=kfp-local", "mlflow.model_name=kfp-local"]
     params = apply_overrides(load_params(REPO / "params.yaml"), overrides)
 
     dvc_path = tmp_path / "dvc_path"
     dvc_path.mkdir()
     (dvc_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     monkeypatch.chdir(dvc_path)
+    start = time.perf_counter()
     for stage in STAGES:
         assert main([stage]) == 0, stage
     dvc_metrics = json.loads((dvc_path / "metrics/eval.json").read_text())
+    cli_seconds = time.perf_counter() - start
 
     result = run_local(params, default_image(), REPO, tmp_path / "kfp_outputs")
 
     assert result["tracking_uri"] == tracking_env
-    assert result["metrics"]["test_accuracy"] == dvc_metrics["test_accuracy"] > 0.85  # chance: 0.1
+    assert result["metrics"]["test_accuracy"] == dvc_metrics["test_accuracy"] > 0.8  # chance: 0.1
     assert json.loads(Path(result["metrics_path"]).read_text()) == dvc_metrics
     record = result["registration"]
     client = MlflowClient()
@@ -241,4 +244,4 @@ def test_local_run_registers_a_model_and_matches_the_dvc_path(tmp_path: Path, tr
     assert kfp_parent.info.status == "FINISHED"
     children = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{kfp_parent.info.run_id}'")
     assert sorted(r.data.tags["aepipe.stage"] for r in children) == sorted(STAGES)
-    print(f"\nkfp.local pipeline: {result['seconds']} s")
+    print(f"\nkfp.local pipeline: {result['seconds']} s; aepipe <stage> CLI in-process: {cli_seconds:.1f} s; test accuracy {dvc_metrics['test_accuracy']:.4f}")
