@@ -193,6 +193,8 @@ def test_submit_to_a_closed_port_names_the_host(monkeypatch: pytest.MonkeyPatch,
     assert submit(monkeypatch, host) == 2
     err = capsys.readouterr().err
     assert f"Kubeflow Pipelines at {host} cannot be reached" in err and "--host" in err
+    assert submit(monkeypatch, host.removeprefix("http://")) == 2
+    assert "give the scheme too" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("status_server", [401, 403], indirect=True)

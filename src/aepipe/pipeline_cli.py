@@ -77,6 +77,8 @@ def check_host(host: str, token: str | None, timeout: float = 10.0) -> None:
     """Ask the KFP healthz endpoint once, so a wrong host or missing auth fails at once and clearly."""
     import requests
 
+    if not host.startswith(("http://", "https://")):
+        raise ClusterError(f"--host {host!r}: give the scheme too, e.g. http://localhost:8080 or https://kubeflow.example.com/pipeline")
     url = host.rstrip("/") + "/apis/v2beta1/healthz"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
