@@ -8,6 +8,7 @@ temp dir: no server is needed to check that all six stage runs nest under the KF
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 metrics=a["metrics"], confusion=a["confusion"], report=a["report"],
             )
             register.python_func(**common, data=a["data"], autoencoder=a["autoencoder"], classifier=a["classifier"], eval_metrics=a["metrics"], registration=a["registration"])
-            assert KEY_ENV not in __import__("os").environ  # the key is the component's, not the caller's
+            assert KEY_ENV not in os.environ  # the key was the component's, not the caller's
             yield {"root": root, "uri": uri, **a}
         finally:
             mlflow.set_tracking_uri(None)

@@ -103,9 +103,10 @@ def test_images_resources_secret_security_and_caching(default_yaml: list[dict[st
         assert platform[stage]["securityContext"] == {"runAsUser": "1000", "runAsGroup": "1000", "runAsNonRoot": True}
         caching = tasks[stage]["cachingOptions"]
         assert caching.get("enableCache", False) is (stage != "register")
-    assert {(s, r["resourceCpuRequest"], r["resourceMemoryRequest"]) for s, r in ((s, c["resources"]) for s, c in executors(default_yaml).items())} == {
-        ("prepare", "1", "2Gi"), ("pretrain", "4", "16Gi"), ("extract", "2", "8Gi"),
-        ("train", "2", "8Gi"), ("evaluate", "2", "8Gi"), ("register", "1", "2Gi"),
+    requests = {s: (c["resources"]["resourceCpuRequest"], c["resources"]["resourceMemoryRequest"]) for s, c in executors(default_yaml).items()}
+    assert requests == {
+        "prepare": ("1", "2Gi"), "pretrain": ("4", "16Gi"), "extract": ("2", "8Gi"),
+        "train": ("2", "8Gi"), "evaluate": ("2", "8Gi"), "register": ("1", "2Gi"),
     }
 
 
