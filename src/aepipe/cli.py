@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files or .npz")
     p.set_defaults(fn=cmd_predict)
     add("params", cmd_params, "validate params.yaml and print the flattened values")
+    from aepipe.pipeline_cli import add_pipeline_commands
+
+    add_pipeline_commands(sub)
     return parser
 
 

@@ -169,6 +169,57 @@ class MlflowConfig(Section):
         return value
 
 
+K8S_CPU = r"^([0-9]*[.])?[0-9]+m?$"
+K8S_MEMORY = r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"
+
+
+class TaskResources(Section):
+    """Kubernetes requests (and limits; null = equal to the request) of one pipeline task."""
+
+    cpu: str = Field("1", pattern=K8S_CPU, description="CPU request, e.g. 2 or 500m")
+    memory: str = Field("2Gi", pattern=K8S_MEMORY, description="memory request, e.g. 8Gi")
+    cpu_limit: str | None = Field(None, pattern=K8S_CPU)
+    memory_limit: str | None = Field(None, pattern=K8S_MEMORY)
+
+
+class KubeflowConfig(Section):
+    """Cluster settings of the Kubeflow pipeline; read when compiling, never by a stage (not in dvc.yaml)."""
+
+    image: str | None = Field(None, description="component image; null = aepipe:<version>-cuda, the tag `make image` builds")
+    secret: str = Field("aepipe-mlflow", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description="Kubernetes secret turned into env vars")
+    secret_env: list[str] = Field(
+        ["MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"],
+        description="keys of the secret, each exported as the env var of the same name",
+    )
+    accelerator_type: str = Field("nvidia.com/gpu", min_length=1, description="resource the training tasks request")
+    accelerator_limit: int = Field(1, ge=0, le=16, description="accelerators per training task; 0 = train on CPU")
+    gpu_toleration: str = Field("nvidia.com/gpu", min_length=1, description="taint key of GPU nodes (tolerated with Exists/NoSchedule)")
+    shm_size: str = Field("2Gi", pattern=K8S_MEMORY, description="size of the memory-backed /dev/shm of training tasks")
+    run_as_user: int = Field(1000, ge=1, description="non-root uid (and gid) the containers run as; the image's user")
+    resources: dict[str, TaskResources] = Field(default_factory=dict, description="per stage; a stage left out gets the defaults")
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v)]
+        if bad:
+            raise ValueError(f"not valid environment variable names: {', '.join(bad)}")
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _known_stages(cls, value: dict[str, TaskResources]) -> dict[str, TaskResources]:
+        from aepipe.stages import STAGES
+
+        unknown = sorted(set(value) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+        return value
+
+    def task(self, stage: str) -> TaskResources:
+        return self.resources.get(stage) or TaskResources()
+
+
 class Params(Section):
     seed: int = Field(0, ge=0, description="seed of weight init and training order")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -178,6 +229,7 @@ class Params(Section):
     classifier: ClassifierConfig = ClassifierConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    kubeflow: KubeflowConfig = KubeflowConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, the form MLflow params and ``dvc exp run -S`` use."""

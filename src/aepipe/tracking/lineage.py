@@ -5,7 +5,7 @@ parent run by an *execution key*: a hash of the validated params and the git com
 stage to run creates the parent (status RUNNING); later stages attach to the newest RUNNING
 parent with the same key; ``register`` finishes it. A failed execution leaves its parent
 RUNNING, so the retry continues it instead of scattering runs. Orchestrators that know their
-own run (Kubeflow) pass ``AEPIPE_PARENT_RUN_ID`` instead.
+own run (Kubeflow) set ``AEPIPE_EXECUTION_KEY`` to their run id instead.
 """
 
 from __future__ import annotations
