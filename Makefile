@@ -7,8 +7,15 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 UI_PORT ?= 5000
+# The component image. `make image` builds IMAGE:TAG, which is also the tag the compiled pipeline
+# uses by default (aepipe.kfp_support.default_image: aepipe:<version>-cuda; tests/test_docker.py
+# checks they agree). VARIANT=cpu builds the CPU-only variant.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VARIANT ?= cuda
+IMAGE   ?= aepipe
+TAG     ?= $(VERSION)-$(VARIANT)
 
-.PHONY: install run test ui clean
+.PHONY: install run test ui audit clean image image-push image-name
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +48,21 @@ ui: $(VENV)/.installed
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
 	  --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns \
 	  --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+# Known-vulnerability scan of the pinned requirements (pip-audit, PyPI advisory data), in its own
+# venv so its dependencies never mix with the project's. Fails when a vulnerability is found.
+audit:
+	test -x .venv-audit/bin/pip-audit || ($(PYTHON) -m venv .venv-audit && .venv-audit/bin/pip install --quiet pip-audit==2.10.1)
+	.venv-audit/bin/pip-audit --no-deps --disable-pip --progress-spinner off -r requirements.txt -r requirements-dev.txt
+
+image:
+	docker build -f docker/Dockerfile --build-arg VARIANT=$(VARIANT) -t $(IMAGE):$(TAG) .
+
+image-push: image
+	docker push $(IMAGE):$(TAG)
+
+image-name:
+	@echo $(IMAGE):$(TAG)
 
 clean:
 	rm -rf data/prepared models features metrics plots reports dvc_plots

@@ -22,8 +22,10 @@ def free_port() -> int:
 class MlflowServer:
     """``mlflow server`` subprocess: sqlite backend, proxied artifact store in a temp dir."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, artifacts: str | None = None, env: dict[str, str] | None = None) -> None:
         self.root = root
+        self.artifacts = artifacts or str(root / "artifacts")
+        self.env = env or {}
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -34,10 +36,10 @@ class MlflowServer:
         cmd = [
             str(Path(sys.executable).with_name("mlflow")), "server",
             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination", str(self.root / "artifacts"),
+            "--artifacts-destination", self.artifacts,
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
         ]
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
         env.pop("MLFLOW_TRACKING_URI", None)
         self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -63,3 +65,36 @@ class MlflowServer:
         except subprocess.TimeoutExpired:
             os.killpg(pgid, signal.SIGKILL)
             self.proc.wait(timeout=5)
+
+
+class S3Server:
+    """moto's S3-compatible endpoint on 127.0.0.1 (in a thread of the test process)."""
+
+    CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = None
+
+    def start(self) -> "S3Server":
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port)
+        self.server.start()
+        return self
+
+    def client(self):  # noqa: ANN201
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+
+    def usage(self, bucket: str) -> tuple[int, int]:
+        """(objects, bytes) stored in ``bucket``."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        objs = [o for page in pages for o in page.get("Contents", [])]
+        return len(objs), sum(o["Size"] for o in objs)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()

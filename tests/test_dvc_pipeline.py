@@ -58,26 +58,31 @@ def test_dvc_repro_end_to_end_with_mlflow_server(repo_copy: Path, tracking_env: 
     html = (repo_copy / "dvc_plots/index.html").read_text()
     assert "confusion" in html.lower() and "reconstructions.png" in html
 
+    # the registry: alias challenger -> v1, which reproduces evaluate's test accuracy on raw images
+    client = MlflowClient()
+    registration = json.loads((repo_copy / "reports/registration.json").read_text())
+    assert registration["created"] and registration["this_run_selected"]
+    version = client.get_model_version_by_alias("dvc-e2e", "challenger")
+    assert str(version.version) == registration["version"] == "1"
+    ds = load_prepared(repo_copy / "data/prepared")
+    assert version.tags["aepipe.data_hash"] == ds.meta["data_hash"]
+    model = mlflow.pyfunc.load_model("models:/dvc-e2e@challenger")
+    x_test, y_test = ds.split("test")
+    pred = model.predict(np.ascontiguousarray(x_test))
+    assert float((pred["class_index"].to_numpy() == y_test).mean()) == pytest.approx(metrics["test_accuracy"], abs=1e-12)
+    assert pred["class"].iloc[0] == ds.classes[int(pred["class_index"].iloc[0])]
+
     # nothing changed: nothing runs
     assert ran(dvc(repo_copy, "repro")) == []
 
-    # a classifier param re-runs only what depends on it
-    set_params(repo_copy, classifier={"linear": {"c_grid": [0.1, 1.0], "max_iter": 2000}})
+    # a classifier param re-runs only what depends on it; a new version only if it wins on validation
+    set_params(repo_copy, classifier={"linear": {"c_grid": [10.0], "max_iter": 2000}})
     assert ran(dvc(repo_copy, "repro")) == ["train", "evaluate", "register"]
-
-    # the registry: alias challenger -> the latest version, which reproduces evaluate's accuracy
-    client = MlflowClient()
-    registration = json.loads((repo_copy / "reports/registration.json").read_text())
-    version = client.get_model_version_by_alias("dvc-e2e", "challenger")
-    assert str(version.version) == registration["version"] == "2"
-    assert version.tags["aepipe.data_hash"] == load_prepared(repo_copy / "data/prepared").meta["data_hash"]
-    model = mlflow.pyfunc.load_model("models:/dvc-e2e@challenger")
-    ds = load_prepared(repo_copy / "data/prepared")
-    x_test, y_test = ds.split("test")
-    pred = model.predict(np.ascontiguousarray(x_test))
-    final = json.loads((repo_copy / "metrics/eval.json").read_text())
-    assert float((pred["class_index"].to_numpy() == y_test).mean()) == pytest.approx(final["test_accuracy"], abs=1e-12)
-    assert pred["class"].iloc[0] == ds.classes[int(pred["class_index"].iloc[0])]
+    second = json.loads((repo_copy / "reports/registration.json").read_text())
+    new_val = json.loads((repo_copy / "metrics/eval.json").read_text())["val_accuracy"]
+    assert second["this_run_selected"] == (new_val > metrics["val_accuracy"])
+    assert second["created"] == second["this_run_selected"]
+    assert str(client.get_model_version_by_alias("dvc-e2e", "challenger").version) == second["version"]
 
     # lineage: one parent run per execution, a nested run per stage, tagged with commit + data hash
     exp = client.get_experiment_by_name("dvc-e2e")
@@ -97,4 +102,4 @@ def test_dvc_repro_end_to_end_with_mlflow_server(repo_copy: Path, tracking_env: 
     assert pretrain_run.data.tags["aepipe.data_hash"] == ds.meta["data_hash"]
     evaluate_run = next(c for c in children if c.data.tags["aepipe.stage"] == "evaluate")
     logged = {a.path for a in client.list_artifacts(evaluate_run.info.run_id, "plots")}
-    assert logged == {"plots/confusion.png", "plots/reconstructions.png"}
+    assert logged == {f"plots/{n}" for n in ("confusion.png", "reconstructions.png", "latent_projection.png", "misclassified.png")}

@@ -31,7 +31,7 @@ def test_cli_stages_track_into_local_sqlite(tmp_path: Path, monkeypatch: pytest.
         client = MlflowClient(uri)
         version = client.get_model_version_by_alias("local-digits", "challenger")
         assert str(version.version) == "1"
-        assert "Test accuracy" in version.description
+        assert "test accuracy" in version.description
         model = mlflow.pyfunc.load_model("models:/local-digits@challenger")
         ds = load_prepared("data/prepared")
         x, y = ds.split("test")

@@ -21,7 +21,7 @@ STAGE_ARGS: dict[str, dict[str, str]] = {
     "extract": {"data": "data_dir", "model": "model_dir", "out": "features_dir"},
     "train": {"data": "data_dir", "features": "features_dir", "model": "model_dir", "out": "classifier_dir", "metrics": "metrics_path", "plots": "plots_dir"},
     "evaluate": {"data": "data_dir", "model": "model_dir", "classifier": "classifier_dir", "metrics": "metrics_path", "plots": "plots_dir"},
-    "register": {"data": "data_dir", "model": "model_dir", "classifier": "classifier_dir", "metrics": "eval_metrics_path", "out": "out_path"},
+    "register": {"data": "data_dir", "model": "model_dir", "classifier": "classifier_dir", "metrics_dir": "metrics_dir", "plots": "plots_dir", "out": "out_path"},
 }
 
 DATA = "data/prepared"
@@ -35,9 +35,63 @@ def cmd_stage(args: argparse.Namespace, params: Any) -> dict[str, Any]:
     from aepipe.stages.runner import run_stage
 
     paths = {dest: getattr(args, opt) for opt, dest in STAGE_ARGS[args.command].items()}
+    if args.command == "register":
+        if args.best:
+            return cmd_register_best(args, params)
+        paths["select"] = args.select
     result = run_stage(args.command, params, **paths)
     result.pop("history", None)
     return result
+
+
+def cmd_register_best(args: argparse.Namespace, params: Any) -> dict[str, Any]:
+    from aepipe.stages.register import run_best
+    from aepipe.tracking.lineage import client
+
+    client()
+    data_hash = args.data_hash or _prepared_hash(args.data)
+    return run_best(params, data_hash, args.out)
+
+
+def _prepared_hash(data_dir: str) -> str:
+    from aepipe.data.prepared import load_prepared
+
+    return str(load_prepared(data_dir, mmap=True).meta["data_hash"])
+
+
+def cmd_promote(args: argparse.Namespace, params: Any) -> dict[str, Any]:
+    from aepipe.tracking.lineage import client
+    from aepipe.tracking.promotion import promote
+
+    cfg = params.mlflow
+    margin = cfg.promotion_margin if args.margin is None else args.margin
+    d = promote(client(), args.name or cfg.model_name, cfg.promotion_metric, margin, args.version, args.force, args.reason)
+    if not d.promoted:
+        print(f"aepipe promote: {d.message}", file=sys.stderr)
+        raise SystemExit(1 if d.message.startswith("refused") else 0)
+    return {"promoted": d.promoted, "champion": d.version, "previous_champion": d.previous, "message": d.message}
+
+
+def cmd_rollback(args: argparse.Namespace, params: Any) -> dict[str, Any]:
+    from aepipe.tracking.lineage import client
+    from aepipe.tracking.promotion import rollback
+
+    d = rollback(client(), args.name or params.mlflow.model_name, args.reason)
+    return {"champion": d.version, "rolled_back_from": d.previous, "message": d.message}
+
+
+def cmd_predict(args: argparse.Namespace, params: Any) -> Any:
+    from aepipe.predict import predict
+    from aepipe.tracking.lineage import client
+
+    if args.model.startswith(("models:/", "runs:/")):
+        client()  # tracking URI + fast failure when the server is down
+    rows = predict(args.model, args.images)
+    if args.json:
+        return rows
+    for r in rows:
+        print(f"{r['input']}\t{r['class']}\t{r['probability']:.4f}\t{' '.join(f'{p:.4f}' for p in r['probabilities'])}")
+    return None
 
 
 def cmd_params(args: argparse.Namespace, params: Any) -> dict[str, Any]:
@@ -52,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, fn: Callable[..., Any], help_text: str, **paths: tuple[str, str]) -> None:
         p = sub.add_parser(name, help=help_text)
         for opt, (default, text) in paths.items():
-            p.add_argument(f"--{opt}", default=default, help=f"{text} (default: {default})")
+            p.add_argument(f"--{opt.replace('_', '-')}", default=default, help=f"{text} (default: {default})")
         p.set_defaults(fn=fn)
 
     add("prepare", cmd_stage, "load data.source, split, write the prepared dataset", out=(DATA, "prepared dataset dir"))
@@ -73,11 +127,39 @@ def build_parser() -> argparse.ArgumentParser:
         metrics=("metrics/eval.json", "metrics file"), plots=(PLOTS, "plots dir"),
     )
     add(
-        "register", cmd_stage, "log the pair to MLflow and register it as the challenger",
+        "register", cmd_stage, "log the pair as a candidate, register the best candidate (validation) as challenger",
         data=(DATA, "prepared dataset"), model=(AUTOENCODER, "autoencoder"), classifier=(CLASSIFIER, "classifier"),
-        metrics=("metrics/eval.json", "evaluation metrics"), out=("reports/registration.json", "registration record"),
+        metrics_dir=("metrics", "dir of pretrain/train/eval.json"), plots=(PLOTS, "plots dir (review pack)"),
+        out=("reports/registration.json", "registration record"),
     )
+    reg = sub.choices["register"]
+    mode = reg.add_mutually_exclusive_group()
+    mode.add_argument("--best", action="store_true", help="only select among existing candidates (no new candidate is logged)")
+    mode.add_argument("--select", choices=("best", "current"), default="best", help="register the best candidate (default) or this run's pair")
+    reg.add_argument("--data-hash", help="with --best: data hash of the candidates (default: that of --data)")
+
+    p = sub.add_parser("promote", help="move alias champion to the challenger (or --version N) if it beats the champion")
+    p.add_argument("--version", help="version to promote (default: the challenger)")
+    p.add_argument("--name", help="registered model (default: mlflow.model_name)")
+    p.add_argument("--margin", type=float, help="required improvement (default: mlflow.promotion_margin)")
+    p.add_argument("--force", action="store_true", help="promote even if the gate refuses (needs --reason)")
+    p.add_argument("--reason", help="why; recorded on the version")
+    p.set_defaults(fn=cmd_promote)
+
+    p = sub.add_parser("rollback", help="give champion back to previous-champion")
+    p.add_argument("--name", help="registered model (default: mlflow.model_name)")
+    p.add_argument("--reason", help="why; recorded on the demoted version")
+    p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("predict", help="classify PNG/JPEG files or .npz arrays with a model")
+    p.add_argument("--model", required=True, help="model URI, e.g. models:/aepipe-digits@champion")
+    p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
+    p.add_argument("images", nargs="+", help="image files or .npz")
+    p.set_defaults(fn=cmd_predict)
     add("params", cmd_params, "validate params.yaml and print the flattened values")
+    from aepipe.pipeline_cli import add_pipeline_commands
+
+    add_pipeline_commands(sub)
     return parser
 
 
@@ -91,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     except AepipeError as exc:
         print(f"aepipe {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, default=str))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -102,11 +102,20 @@ class ModelConfig(BaseModel):
 
 
 class PretrainConfig(Section):
-    epochs: int = Field(30, ge=1, le=10_000)
+    epochs: int = Field(30, ge=0, le=10_000, description="0 only with init_from: use the registered encoder as is")
     batch_size: int = Field(64, ge=1, le=65_536)
     lr: float = Field(1e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float | None = Field(None, gt=0.0, description="max gradient norm; null = no clipping")
+    init_from: str | None = Field(None, description="start from a registered encoder, e.g. models:/aepipe-digits-encoder@champion")
+
+    @model_validator(mode="after")
+    def _epochs_need_a_start(self) -> "PretrainConfig":
+        if self.epochs == 0 and not self.init_from:
+            raise ValueError("epochs: 0 needs pretrain.init_from (a registered encoder to use as is); otherwise set epochs >= 1")
+        if self.init_from and not self.init_from.startswith(("models:/", "runs:/")):
+            raise ValueError(f"init_from must be a models:/ or runs:/ URI (got {self.init_from!r})")
+        return self
 
 
 class LinearHeadConfig(Section):
@@ -181,6 +190,13 @@ class MlflowConfig(Section):
     experiment: str = Field("aepipe", min_length=1)
     model_name: str = Field("aepipe-digits", min_length=1)
     alias: str = Field("challenger", min_length=1, description="alias given to a newly registered version")
+    selection_metric: Literal["val_accuracy", "val_macro_f1"] = Field(
+        "val_accuracy", description="validation metric that picks the best pair among the experiment's candidates"
+    )
+    promotion_metric: Literal["test_accuracy", "test_macro_f1"] = Field(
+        "test_accuracy", description="held-out metric the champion gate compares"
+    )
+    promotion_margin: float = Field(0.0, ge=0.0, le=1.0, description="how much better than the champion a challenger must be")
 
     @field_validator("model_name", "alias")
     @classmethod
@@ -188,6 +204,57 @@ class MlflowConfig(Section):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
             raise ValueError(f"{value!r} may only hold letters, digits, '.', '_' and '-'")
         return value
+
+
+K8S_CPU = r"^([0-9]*[.])?[0-9]+m?$"
+K8S_MEMORY = r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"
+
+
+class TaskResources(Section):
+    """Kubernetes requests (and limits; null = equal to the request) of one pipeline task."""
+
+    cpu: str = Field("1", pattern=K8S_CPU, description="CPU request, e.g. 2 or 500m")
+    memory: str = Field("2Gi", pattern=K8S_MEMORY, description="memory request, e.g. 8Gi")
+    cpu_limit: str | None = Field(None, pattern=K8S_CPU)
+    memory_limit: str | None = Field(None, pattern=K8S_MEMORY)
+
+
+class KubeflowConfig(Section):
+    """Cluster settings of the Kubeflow pipeline; read when compiling, never by a stage (not in dvc.yaml)."""
+
+    image: str | None = Field(None, description="component image; null = aepipe:<version>-cuda, the tag `make image` builds")
+    secret: str = Field("aepipe-mlflow", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description="Kubernetes secret turned into env vars")
+    secret_env: list[str] = Field(
+        ["MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"],
+        description="keys of the secret, each exported as the env var of the same name",
+    )
+    accelerator_type: str = Field("nvidia.com/gpu", min_length=1, description="resource the training tasks request")
+    accelerator_limit: int = Field(1, ge=0, le=16, description="accelerators per training task; 0 = train on CPU")
+    gpu_toleration: str = Field("nvidia.com/gpu", min_length=1, description="taint key of GPU nodes (tolerated with Exists/NoSchedule)")
+    shm_size: str = Field("2Gi", pattern=K8S_MEMORY, description="size of the memory-backed /dev/shm of training tasks")
+    run_as_user: int = Field(1000, ge=1, description="non-root uid (and gid) the containers run as; the image's user")
+    resources: dict[str, TaskResources] = Field(default_factory=dict, description="per stage; a stage left out gets the defaults")
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v)]
+        if bad:
+            raise ValueError(f"not valid environment variable names: {', '.join(bad)}")
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _known_stages(cls, value: dict[str, TaskResources]) -> dict[str, TaskResources]:
+        from aepipe.stages import STAGES
+
+        unknown = sorted(set(value) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+        return value
+
+    def task(self, stage: str) -> TaskResources:
+        return self.resources.get(stage) or TaskResources()
 
 
 class Params(Section):
@@ -199,6 +266,7 @@ class Params(Section):
     classifier: ClassifierConfig = ClassifierConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    kubeflow: KubeflowConfig = KubeflowConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, the form MLflow params and ``dvc exp run -S`` use."""

@@ -65,3 +65,37 @@ def curves_png(rows: list[dict[str, float]], x: str, ys: list[str], path: str | 
     ax.legend()
     ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def projection_png(points: np.ndarray, labels: np.ndarray, classes: list[str], path: str | Path, title: str) -> None:
+    """2-D scatter of the latent space, one colour per class."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for i, name in enumerate(classes):
+        sel = labels == i
+        if sel.any():
+            ax.scatter(points[sel, 0], points[sel, 1], s=6, alpha=0.7, color=cmap(i % cmap.N), label=name)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if len(classes) <= 20:
+        ax.legend(markerscale=2, fontsize=7, loc="best", ncol=2 if len(classes) > 10 else 1)
+    _save(fig, path)
+
+
+def examples_png(images: np.ndarray, captions: list[str], path: str | Path, title: str, cols: int = 8) -> None:
+    """A captioned grid of images (N, C, H, W) in [0, 1]; an empty grid says so."""
+    n = len(images)
+    rows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.ravel()[i]
+        img = images[i]
+        ax.imshow(img[0] if img.shape[0] == 1 else np.clip(img.transpose(1, 2, 0), 0, 1), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+        ax.set_title(captions[i], fontsize=7)
+    if n == 0:
+        axes[0, 0].text(0, 0.5, "none", fontsize=10)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)

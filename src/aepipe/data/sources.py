@@ -60,6 +60,8 @@ def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
     path = Path(path_str)
     if not path.is_file():
         raise DataError(f"{path}: data.source file not found; check the path in params.yaml (data.source: npz:<path>)")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a readable .npz archive (no zip structure); write it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

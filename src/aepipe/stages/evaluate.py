@@ -18,7 +18,8 @@ from aepipe.config import Params
 from aepipe.data.prepared import load_prepared
 from aepipe.io import write_csv, write_json
 from aepipe.models.io import load_autoencoder, load_pair
-from aepipe.plots import confusion_png, reconstruction_png
+from aepipe.models.pair import EncoderClassifier
+from aepipe.plots import confusion_png, examples_png, projection_png, reconstruction_png
 from aepipe.tracking.tracker import NullTracker, Tracker
 from aepipe.training.device import resolve_device
 from aepipe.training.pretrain import as_tensor
@@ -36,6 +37,29 @@ def reconstruction_mse(model: Any, x_u8: np.ndarray, device: torch.device, batch
         total += float(((recon.float() - xb) ** 2).mean(dim=(1, 2, 3)).sum())
         n += len(xb)
     return total / max(n, 1)
+
+
+REVIEW_PNGS = ("confusion.png", "reconstructions.png", "latent_projection.png", "misclassified.png")
+
+
+def review_figures(pair: EncoderClassifier, x: np.ndarray, y: np.ndarray, proba: np.ndarray, classes: list[str], device: torch.device, bs: int, plots: Path, max_points: int = 2000, max_errors: int = 32) -> None:
+    """Latent-space projection and the most confident mistakes, for reviewers."""
+    from sklearn.decomposition import PCA
+
+    from aepipe.training.pretrain import extract_features
+
+    keep = np.random.default_rng(0).permutation(len(x))[:max_points]
+    keep.sort()
+    feats = extract_features(pair.autoencoder, x[keep], device, bs, desc="project")
+    points = PCA(n_components=2, random_state=0).fit_transform(feats) if feats.shape[1] >= 2 else np.c_[feats, np.zeros(len(feats))]
+    projection_png(points, y[keep], classes, plots / "latent_projection.png", f"Test features, PCA to 2-D ({len(keep)} images)")
+
+    pred = proba.argmax(1)
+    wrong = np.flatnonzero(pred != y)
+    wrong = wrong[np.argsort(-proba[wrong, pred[wrong]])][:max_errors]
+    captions = [f"{classes[y[i]]}→{classes[pred[i]]} {proba[i, pred[i]]:.2f}" for i in wrong]
+    images = x[wrong].astype(np.float32) / 255.0
+    examples_png(images, captions, plots / "misclassified.png", f"Most confident mistakes (true→predicted, p): {len(wrong)} of {int((pred != y).sum())}")
 
 
 def run(
@@ -57,7 +81,8 @@ def run(
 
     x_test, y_test = ds.split("test")
     x_val, y_val = ds.split("val")
-    pred = pair.predict_proba(x_test, bs).argmax(1)
+    proba = pair.predict_proba(x_test, bs)
+    pred = proba.argmax(1)
     val_pred = pair.predict_proba(x_val, bs).argmax(1)
     labels = list(range(len(classes)))
     cm = confusion_matrix(y_test, pred, labels=labels)
@@ -66,6 +91,7 @@ def run(
         "test_accuracy": float((pred == y_test).mean()),
         "test_macro_f1": float(f1_score(y_test, pred, labels=labels, average="macro", zero_division=0)),
         "val_accuracy": float((val_pred == y_val).mean()),
+        "val_macro_f1": float(f1_score(y_val, val_pred, labels=labels, average="macro", zero_division=0)),
         "test_recon_mse": reconstruction_mse(pretrained, x_test, device, bs),
         "n_test": int(len(y_test)),
         "per_class_accuracy": {k: v for k, v in per_class.items() if v == v},
@@ -80,10 +106,11 @@ def run(
         xb = as_tensor(x_test[:k], device).float().div_(255.0)
         recon = pretrained.reconstruct(xb).float().cpu().numpy()
     reconstruction_png(xb.cpu().numpy(), recon, plots / "reconstructions.png")
+    review_figures(pair, x_test, y_test, proba, classes, device, bs, plots)
 
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     tracker.log_metrics({f"test_accuracy_class_{c}": v for c, v in metrics["per_class_accuracy"].items()})
-    for name in ("confusion.png", "reconstructions.png"):
+    for name in REVIEW_PNGS:
         tracker.log_artifact(plots / name, "plots")
     tracker.log_artifact(metrics_path, "metrics")
     return metrics

@@ -23,7 +23,7 @@ from aepipe.models.io import save_autoencoder
 from aepipe.plots import curves_png
 from aepipe.tracking.tracker import NullTracker, Tracker
 from aepipe.training.device import resolve_device, seed_everything
-from aepipe.training.pretrain import EpochLog, pretrain
+from aepipe.training.pretrain import EpochLog, as_tensor, evaluate_loss, label_tensor, pretrain
 
 
 def spec_from_params(
@@ -56,8 +56,15 @@ def run(
     ds = load_prepared(data_dir)
     device = resolve_device(params.device)
     generator = seed_everything(params.seed)
-    spec = spec_from_params(params, ds.input_shape, ds.meta["mean"], ds.meta["std"], n_classes=len(ds.classes))
-    model = build_autoencoder(spec)
+    init_source = None
+    if params.pretrain.init_from:
+        from aepipe.tracking.reuse import load_registered_autoencoder
+
+        model, init_source = load_registered_autoencoder(params.pretrain.init_from, ds.input_shape, params.model.name)
+        model.train()
+    else:
+        spec = spec_from_params(params, ds.input_shape, ds.meta["mean"], ds.meta["std"], n_classes=len(ds.classes))
+        model = build_autoencoder(spec)
     tracker.log_params({f"model.{k}": v for k, v in params.model.model_dump().items()})
     tracker.log_params({f"pretrain.{k}": v for k, v in params.pretrain.model_dump().items()} | {"device": str(device)})
 
@@ -73,6 +80,10 @@ def run(
     history = pretrain(model, x_train, x_val, params.pretrain, generator, device, on_epoch, y_partial, y_val)
     seconds = time.perf_counter() - t0
 
+    if not history:  # epochs: 0 with init_from: report the registered encoder's losses as is
+        train_loss, _ = evaluate_loss(model, as_tensor(x_train, device), 1024, label_tensor(model, y_partial, device))
+        val_loss, _ = evaluate_loss(model, as_tensor(x_val, device), 1024, label_tensor(model, y_val, device))
+        history = [EpochLog(0, train_loss, val_loss, 0.0)]
     save_autoencoder(model_dir, model.cpu())
     rows = [{"epoch": h.epoch, "train_loss": h.train_loss, "val_loss": h.val_loss} for h in history]
     write_csv(Path(plots_dir) / "pretrain_loss.csv", rows)
@@ -80,12 +91,15 @@ def run(
     metrics = {
         "final_train_loss": history[-1].train_loss,
         "final_val_loss": history[-1].val_loss,
-        "epochs": len(history),
+        "epochs": params.pretrain.epochs,
         "seconds": round(seconds, 3),
-        "images_per_second": round(len(x_train) * len(history) / max(seconds, 1e-9), 1),
+        "images_per_second": round(len(x_train) * params.pretrain.epochs / max(seconds, 1e-9), 1),
     }
-    write_json(metrics_path, metrics)
     tracker.log_metrics({k: v for k, v in metrics.items() if k != "epochs"})
+    if init_source:
+        metrics["init_from"] = init_source
+        tracker.set_tags({"aepipe.init_from": init_source})
+    write_json(metrics_path, metrics)
     tracker.log_artifact(Path(plots_dir) / "pretrain_loss.png", "plots")
     tracker.log_artifact(model_dir, "autoencoder")
     return {**metrics, "device": str(device), "history": [asdict(h) for h in history]}

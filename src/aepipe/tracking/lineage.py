@@ -5,7 +5,7 @@ parent run by an *execution key*: a hash of the validated params and the git com
 stage to run creates the parent (status RUNNING); later stages attach to the newest RUNNING
 parent with the same key; ``register`` finishes it. A failed execution leaves its parent
 RUNNING, so the retry continues it instead of scattering runs. Orchestrators that know their
-own run (Kubeflow) pass ``AEPIPE_PARENT_RUN_ID`` instead.
+own run (Kubeflow) set ``AEPIPE_EXECUTION_KEY`` to their run id instead.
 """
 
 from __future__ import annotations
@@ -15,19 +15,40 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from aepipe.config import Params
 from aepipe.errors import TrackingError
 from aepipe.tracking.tracker import MlflowTracker
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 KEY_ENV = "AEPIPE_EXECUTION_KEY"
 KEY_TAG = "aepipe.execution_key"
 
 
+def project_root() -> Path:
+    """The repository whose ``mlflow.db`` is the default store.
+
+    ``dvc exp run --queue/--temp`` runs stages in ``<project>/.dvc/tmp/exps/<tmp>`` (DVC_ROOT):
+    those runs must land in the project's store, not in a temp copy deleted afterwards.
+    """
+    root = os.environ.get("DVC_ROOT")
+    if not root:
+        return Path.cwd()
+    parts = Path(root).resolve().parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return Path(root)
+
+
+def local_store() -> bool:
+    return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<project>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def _limit_http_retries() -> None:
@@ -87,10 +108,27 @@ def execution_key(params: Params, git: dict[str, str]) -> str:
 def experiment_id(mlflow_client: Any, name: str) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is None:
-        return mlflow_client.create_experiment(name)
+        # the local store keeps artifacts beside it (./mlruns), wherever the stage runs from
+        location = (project_root() / "mlruns").as_uri() if local_store() else None
+        return mlflow_client.create_experiment(name, artifact_location=location)
     if exp.lifecycle_stage == "deleted":
         mlflow_client.restore_experiment(exp.experiment_id)
     return exp.experiment_id
+
+
+def check_artifact_credentials(mlflow_client: Any, exp_id: str) -> None:
+    """An experiment whose artifacts go straight to S3 needs credentials in this process."""
+    location = mlflow_client.get_experiment(exp_id).artifact_location or ""
+    if not location.startswith("s3://"):
+        return
+    import boto3
+
+    if boto3.session.Session().get_credentials() is None:
+        raise TrackingError(
+            f"MLflow artifacts of this experiment go to {location} but no S3 credentials were found; "
+            "export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and MLFLOW_S3_ENDPOINT_URL for a non-AWS endpoint), "
+            "or run the MLflow server with --artifacts-destination so only the server needs them"
+        )
 
 
 def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, str]) -> str:
@@ -114,6 +152,7 @@ def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Itera
     try:
         mlflow_client = client()
         exp_id = experiment_id(mlflow_client, params.mlflow.experiment)
+        check_artifact_credentials(mlflow_client, exp_id)
         git = git_info()
         parent = parent_run(mlflow_client, exp_id, params, git)
         tags = {"mlflow.parentRunId": parent, "aepipe.stage": stage, "aepipe.kind": "stage", **git}

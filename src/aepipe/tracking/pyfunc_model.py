@@ -9,6 +9,8 @@ Input: uint8 images N×C×H×W (0-255), the signature's contract. Output: one ro
 
 from __future__ import annotations
 
+import warnings
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -38,4 +40,6 @@ class EncoderClassifierModel(PythonModel):
         )
 
 
+# predict() has no type hints on purpose (the signature is the contract); silence MLflow's nudge.
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 mlflow.models.set_model(EncoderClassifierModel())

@@ -1,0 +1,253 @@
+"""The pipeline: compiled YAML checked field by field, the CLI's errors, and a kfp.local run end to end.
+
+The local run goes against a real ``mlflow server`` and is compared with the path ``dvc repro``
+takes (the ``aepipe <stage>`` CLI) on the same params.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kfp import compiler
+
+from aepipe.cli import main
+from aepipe.config import load_params
+from aepipe.kfp_support import IMAGE_ENV, default_image
+from aepipe.pipeline_cli import apply_overrides, find_repo_root, run_local
+from pipelines.aepipe_pipeline import build_pipeline
+from tests.servers import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["prepare", "pretrain", "extract", "train", "evaluate", "register"]
+
+
+def compile_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> list[dict[str, Any]]:
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "pipeline.yaml"
+    assert main(["pipeline", "compile", "-o", str(out), *args]) == 0
+    return list(yaml.safe_load_all(out.read_text()))
+
+
+def compile_params(params: Any, tmp_path: Path) -> list[dict[str, Any]]:
+    out = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build_pipeline(params, "img:test"), str(out))
+    return list(yaml.safe_load_all(out.read_text()))
+
+
+def executors(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name.removeprefix("exec-"): e["container"] for name, e in docs[0]["deploymentSpec"]["executors"].items()}
+
+
+def k8s(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name.removeprefix("exec-"): e for name, e in docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items()}
+
+
+def gpu_tasks(docs: list[dict[str, Any]]) -> set[str]:
+    return {name for name, c in executors(docs).items() if "accelerator" in c.get("resources", {})}
+
+
+@pytest.fixture(scope="module")
+def default_yaml(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(IMAGE_ENV, raising=False)
+        return compile_cli(tmp_path_factory.mktemp("compile"), mp)
+
+
+def test_compiled_dag_and_parameter_default_is_params_yaml(default_yaml: list[dict[str, Any]]) -> None:
+    spec = default_yaml[0]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert sorted(tasks) == sorted(STAGES)
+    assert tasks["register"]["dependentTasks"] == ["evaluate", "prepare", "pretrain", "train"]
+    default = spec["root"]["inputDefinitions"]["parameters"]["params_json"]["defaultValue"]
+    assert json.loads(default) == load_params(REPO / "params.yaml").model_dump(mode="json")
+    # every task gets the run id as its MLflow execution key
+    for task in tasks.values():
+        assert task["inputs"]["parameters"]["execution_key"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+
+
+def test_gpu_toleration_and_shm_only_on_training_tasks(default_yaml: list[dict[str, Any]]) -> None:
+    kf = load_params(REPO / "params.yaml").kubeflow
+    assert gpu_tasks(default_yaml) == {"pretrain"}  # classifier.head: linear trains no encoder
+    acc = executors(default_yaml)["pretrain"]["resources"]["accelerator"]
+    assert (acc["resourceType"], acc["resourceCount"]) == (kf.accelerator_type, str(kf.accelerator_limit))
+    platform = k8s(default_yaml)
+    for stage in STAGES:
+        expect_gpu = stage == "pretrain"
+        assert ("tolerations" in platform[stage]) is expect_gpu
+        assert ("emptyDirMounts" in platform[stage]) is expect_gpu
+    assert platform["pretrain"]["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert platform["pretrain"]["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": kf.shm_size, "volumeName": "dshm"}]
+
+
+def test_images_resources_secret_security_and_caching(default_yaml: list[dict[str, Any]]) -> None:
+    kf = load_params(REPO / "params.yaml").kubeflow
+    tasks = default_yaml[0]["root"]["dag"]["tasks"]
+    platform = k8s(default_yaml)
+    for stage, container in executors(default_yaml).items():
+        assert container["image"] == default_image() == "aepipe:0.1.0-cuda"
+        res, want = container["resources"], kf.task(stage)
+        assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == (want.cpu, want.memory)
+        assert (res["resourceCpuLimit"], res["resourceMemoryLimit"]) == (want.cpu, want.memory)
+        assert "env" not in container  # credentials never in the YAML ...
+        (secret,) = platform[stage]["secretAsEnv"]  # ... only a reference to the Kubernetes secret
+        assert secret["secretName"] == "aepipe-mlflow" and not secret["optional"]
+        assert [m["envVar"] for m in secret["keyToEnv"]] == kf.secret_env
+        assert platform[stage]["securityContext"] == {"runAsUser": "1000", "runAsGroup": "1000", "runAsNonRoot": True}
+        caching = tasks[stage]["cachingOptions"]
+        assert caching.get("enableCache", False) is (stage != "register")
+    requests = {s: (c["resources"]["resourceCpuRequest"], c["resources"]["resourceMemoryRequest"]) for s, c in executors(default_yaml).items()}
+    assert requests == {
+        "prepare": ("1", "2Gi"), "pretrain": ("4", "16Gi"), "extract": ("2", "8Gi"),
+        "train": ("2", "8Gi"), "evaluate": ("2", "8Gi"), "register": ("1", "2Gi"),
+    }
+
+
+def test_finetune_head_makes_train_a_gpu_task_and_limit_zero_turns_gpus_off(tmp_path: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    # 'finetune' arrives with another branch; the DAG keys on the head's name, so build it unvalidated
+    finetune = params.model_copy(update={"classifier": params.classifier.model_copy(update={"head": "finetune"})})
+    docs = compile_params(finetune, tmp_path)
+    assert gpu_tasks(docs) == {"pretrain", "train"}
+    assert {"tolerations", "emptyDirMounts"} <= set(k8s(docs)["train"])
+    no_gpu = apply_overrides(params, ["kubeflow.accelerator_limit=0"])
+    assert gpu_tasks(compile_params(no_gpu, tmp_path)) == set()
+
+
+def test_image_comes_from_flag_then_env_then_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(IMAGE_ENV, "registry.example/aepipe:env")
+    assert {c["image"] for c in executors(compile_cli(tmp_path, monkeypatch)).values()} == {"registry.example/aepipe:env"}
+    docs = compile_cli(tmp_path, monkeypatch, "--image", "registry.example/aepipe:flag", "-p", "kubeflow.image=registry.example/aepipe:params")
+    assert {c["image"] for c in executors(docs).values()} == {"registry.example/aepipe:flag"}
+    monkeypatch.delenv(IMAGE_ENV)
+    docs = compile_cli(tmp_path, monkeypatch, "-p", "kubeflow.image=registry.example/aepipe:params")
+    assert {c["image"] for c in executors(docs).values()} == {"registry.example/aepipe:params"}
+
+
+def test_overrides_change_the_default_and_are_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = compile_cli(tmp_path, monkeypatch, "-p", "pretrain.epochs=50", "-p", "classifier.linear.c_grid=[0.5, 2]")
+    default = json.loads(docs[0]["root"]["inputDefinitions"]["parameters"]["params_json"]["defaultValue"])
+    assert default["pretrain"]["epochs"] == 50 and default["classifier"]["linear"]["c_grid"] == [0.5, 2.0]
+    for bad, needle in [
+        ("pretrain.epochs=-1", "pretrain.epochs: Input should be greater than or equal to 0"),
+        ("pretrain.epoch=3", "pretrain.epoch: unknown key"),
+        ("pretrain.epochs", "expected KEY=VALUE"),
+        ("seed.x=1", "seed is a value, not a section"),
+    ]:
+        assert main(["pipeline", "compile", "-o", str(tmp_path / "never.yaml"), "-p", bad]) == 2
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "never.yaml").exists()
+
+
+def test_repo_root_is_found_from_a_subfolder_and_missing_one_is_named(tmp_path: Path) -> None:
+    assert find_repo_root(REPO / "src" / "aepipe") == REPO
+    with pytest.raises(Exception, match=r"not inside an aepipe checkout .*pipelines/ and dvc\.yaml"):
+        find_repo_root(tmp_path)
+
+
+class StatusServer:
+    """A real HTTP server on 127.0.0.1 that answers every GET with one status and counts requests."""
+
+    def __init__(self, status: int) -> None:
+        self.requests = 0
+        self.status = status
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.requests += 1
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"error": "unauthenticated"}')
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def status_server(request: pytest.FixtureRequest) -> Iterator[StatusServer]:
+    server = StatusServer(request.param)
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+def submit(monkeypatch: pytest.MonkeyPatch, host: str, *args: str) -> int:
+    monkeypatch.chdir(REPO)
+    return main(["pipeline", "submit", "--host", host, *args])
+
+
+def test_submit_to_a_closed_port_names_the_host(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    host = f"http://127.0.0.1:{free_port()}"
+    assert submit(monkeypatch, host) == 2
+    err = capsys.readouterr().err
+    assert f"Kubeflow Pipelines at {host} cannot be reached" in err and "--host" in err
+    assert submit(monkeypatch, host.removeprefix("http://")) == 2
+    assert "give the scheme too" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("status_server", [401, 403], indirect=True)
+def test_submit_refused_auth_names_the_host_and_the_fix(status_server: StatusServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert submit(monkeypatch, status_server.url) == 2
+    err = capsys.readouterr().err
+    assert f"Kubeflow Pipelines at {status_server.url} refused authentication (HTTP {status_server.status})" in err
+    assert "AEPIPE_KFP_TOKEN" in err
+    assert status_server.requests == 1  # one preflight, no retry loop
+
+
+@pytest.mark.parametrize("status_server", [401], indirect=True)
+def test_submit_validates_overrides_before_contacting_the_cluster(status_server: StatusServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert submit(monkeypatch, status_server.url, "-p", "pretrain.epochs=-1") == 2
+    assert "pretrain.epochs" in capsys.readouterr().err
+    assert status_server.requests == 0
+
+
+@pytest.mark.slow
+def test_local_run_registers_a_model_and_matches_the_dvc_path(tmp_path: Path, tracking_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kfp.local (one subprocess per task) vs `aepipe <stage>` in a temp dir: same params, same accuracy."""
+    from mlflow import MlflowClient
+
+    overrides = ["pretrain.epochs=2", "model.width=8", "classifier.linear.c_grid=[1.0]", "mlflow.experiment=kfp-local", "mlflow.model_name=kfp-local"]
+    params = apply_overrides(load_params(REPO / "params.yaml"), overrides)
+
+    dvc_path = tmp_path / "dvc_path"
+    dvc_path.mkdir()
+    (dvc_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    monkeypatch.chdir(dvc_path)
+    start = time.perf_counter()
+    for stage in STAGES:
+        assert main([stage]) == 0, stage
+    dvc_metrics = json.loads((dvc_path / "metrics/eval.json").read_text())
+    cli_seconds = time.perf_counter() - start
+
+    result = run_local(params, default_image(), REPO, tmp_path / "kfp_outputs")
+
+    assert result["tracking_uri"] == tracking_env
+    assert result["metrics"]["test_accuracy"] == dvc_metrics["test_accuracy"] > 0.8  # chance: 0.1
+    assert json.loads(Path(result["metrics_path"]).read_text()) == dvc_metrics
+    record = result["registration"]
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("kfp-local", "challenger")
+    # same params and seed give byte-identical weights, so the KFP candidate is the CLI path's pair:
+    # the registry keeps version 1 instead of registering the same model twice
+    assert str(version.version) == record["version"] == "1"
+    assert record["created"] is False and record["candidates"] == 2
+    assert version.tags["aepipe.test_accuracy"] == f"{dvc_metrics['test_accuracy']:.6f}"
+    exp = client.get_experiment_by_name("kfp-local")
+    kfp_parent = client.get_run(client.get_run(record["this_run_id"]).data.tags["mlflow.parentRunId"])
+    assert kfp_parent.info.status == "FINISHED"
+    children = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{kfp_parent.info.run_id}'")
+    assert sorted(r.data.tags["aepipe.stage"] for r in children) == sorted(STAGES)
+    print(f"\nkfp.local pipeline: {result['seconds']} s; aepipe <stage> CLI in-process: {cli_seconds:.1f} s; test accuracy {dvc_metrics['test_accuracy']:.4f}")
