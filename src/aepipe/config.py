@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aepipe.errors import ConfigError
 
 TORCHVISION_SETS = ("mnist", "fashion_mnist", "cifar10")
-SOURCE_HELP = "digits | npz:<path> | folder:<path> | torchvision:<mnist|fashion_mnist|cifar10>"
+SOURCE_HELP = "digits | npz:<path> | folder:<path> | npy:<dir> | torchvision:<mnist|fashion_mnist|cifar10>"
 
 
 class Section(BaseModel):
@@ -42,7 +42,7 @@ class DataConfig(Section):
         if value == "digits":
             return value
         kind, sep, arg = value.partition(":")
-        if not sep or kind not in ("npz", "folder", "torchvision") or not arg:
+        if not sep or kind not in ("npz", "npy", "folder", "torchvision") or not arg:
             raise ValueError(f"unknown source {value!r}; allowed: {SOURCE_HELP}")
         if kind == "torchvision" and arg not in TORCHVISION_SETS:
             raise ValueError(f"unknown torchvision dataset {arg!r}; allowed: {', '.join(TORCHVISION_SETS)}")
@@ -108,6 +108,13 @@ class PretrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float | None = Field(None, gt=0.0, description="max gradient norm; null = no clipping")
     init_from: str | None = Field(None, description="start from a registered encoder, e.g. models:/aepipe-digits-encoder@champion")
+    data_mode: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: the splits resident on the device; stream: blocks read from x.npy; auto: memory when they fit in half the free memory"
+    )
+    stream_buffer_mb: int = Field(256, ge=8, le=65_536, description="stream: shuffle buffer (whole blocks, shuffled within); larger = closer to a full shuffle")
+    sync_every: int = Field(50, ge=1, description="steps between reads of the loss on the host (divergence check window)")
+    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto = on CUDA only (on CPU it changes the results)")
+    compile: bool = Field(False, description="torch.compile the model (the first steps pay the compilation)")
 
     @model_validator(mode="after")
     def _epochs_need_a_start(self) -> "PretrainConfig":

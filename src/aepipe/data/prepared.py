@@ -6,18 +6,25 @@ A directory (a DVC output, a KFP ``Dataset`` artifact) holding:
 - ``splits.npz``  ``train``, ``val``, ``test`` index arrays into x/y;
 - ``meta.json``  class names, shape, channel mean/std of the train split (in [0, 1] units),
   the source and its content hash, and ``data_hash`` over the three files above.
+
+Rows are stored split by split (train, val, test), each in source order, so every split is one
+contiguous range of ``x.npy``: a memory-mapped split is a slice (nothing loaded), and streaming
+reads it front to back (:meth:`PreparedDataset.rows`). ``prepare`` writes it block by block
+(:func:`write_prepared`), so a source larger than RAM prepares with flat memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aepipe.data.blockio import NpyRows, NpyWriter, gather_rows, read_block, rows_per_block
 from aepipe.errors import DataError
 from aepipe.io import atomic_dir, sha256_file
 
@@ -31,10 +38,38 @@ class PreparedDataset:
     y: np.ndarray
     splits: dict[str, np.ndarray]
     meta: dict[str, Any]
+    directory: Path | None = None
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels of a split; a contiguous split of a memmap stays a memmap slice."""
+        span = self.span(name)
+        if span is not None:
+            return self.x[span[0] : span[1]], self.y[span[0] : span[1]]
         idx = self.splits[name]
         return self.x[idx], self.y[idx]
+
+    def span(self, name: str) -> tuple[int, int] | None:
+        """``(start, stop)`` when the split is one contiguous run of rows (always, since this
+        layout was introduced), else None."""
+        idx = self.splits[name]
+        if len(idx) == 0:
+            return 0, 0
+        start = int(idx[0])
+        return (start, start + len(idx)) if int(idx[-1]) == start + len(idx) - 1 and np.all(np.diff(idx) == 1) else None
+
+    def rows(self, name: str) -> NpyRows:
+        """The split's images as file-read rows (:class:`NpyRows`) for streaming."""
+        span = self.span(name)
+        if span is None or self.directory is None:
+            raise DataError(f"{self.directory}: split {name!r} is not stored contiguously (prepared by an older aepipe); re-run `aepipe prepare`")
+        return NpyRows(self.directory / "x.npy", *span)
+
+    def images(self, name: str) -> NpyRows | np.ndarray:
+        """The split's images for the training loops: file rows (streamable, nothing loaded)
+        when the split is contiguous on disk, else an in-memory array."""
+        if self.directory is not None and self.span(name) is not None:
+            return self.rows(name)
+        return np.asarray(self.split(name)[0])
 
     @property
     def classes(self) -> list[str]:
@@ -46,29 +81,71 @@ class PreparedDataset:
         return int(c), int(h), int(w)
 
 
+class ChannelStats:
+    """Per-channel mean/std in [0, 1] units from uint8 blocks: exact integer histograms, so the
+    result does not depend on how the data is cut into blocks, and no float copy is made."""
+
+    def __init__(self, channels: int) -> None:
+        self.hist = np.zeros((channels, 256), dtype=np.int64)
+
+    def add(self, block: np.ndarray) -> None:
+        for c in range(self.hist.shape[0]):
+            self.hist[c] += np.bincount(block[:, c].reshape(-1), minlength=256)
+
+    def result(self) -> tuple[list[float], list[float]]:
+        values = np.arange(256, dtype=np.float64) / 255.0
+        count = np.maximum(self.hist.sum(axis=1), 1)
+        mean = self.hist @ values / count
+        var = self.hist @ values**2 / count - mean**2
+        std = np.sqrt(np.maximum(var, 0.0))
+        std = np.where(std < 1e-6, 1.0, std)
+        return mean.tolist(), std.tolist()
+
+
 def channel_stats(x: np.ndarray, chunk: int = 65536) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std in [0, 1] units, streamed in chunks so memory stays flat."""
-    c = x.shape[1]
-    total = np.zeros(c, dtype=np.float64)
-    total_sq = np.zeros(c, dtype=np.float64)
-    count = 0
+    """Per-channel mean/std in [0, 1] units of uint8 images, streamed in chunks so memory stays flat."""
+    stats = ChannelStats(x.shape[1])
     for start in range(0, len(x), chunk):
-        block = x[start : start + chunk].astype(np.float64) / 255.0
-        total += block.sum(axis=(0, 2, 3))
-        total_sq += (block**2).sum(axis=(0, 2, 3))
-        count += block.shape[0] * block.shape[2] * block.shape[3]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    std = np.where(std < 1e-6, 1.0, std)
-    return mean.tolist(), std.tolist()
+        stats.add(read_block(x, start, start + chunk))
+    return stats.result()
 
 
-def save_prepared(directory: str | Path, x: np.ndarray, y: np.ndarray, splits: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
-    """Write atomically (whole directory renamed into place) and return the final meta."""
+def write_prepared(
+    directory: str | Path,
+    parts: Sequence[np.ndarray],
+    y: np.ndarray,
+    splits: dict[str, np.ndarray],
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the prepared layout block by block; return the final meta (with stats and hash).
+
+    ``parts`` are uint8 (N_i, C, H, W) arrays (in memory or memory-mapped) read as if
+    concatenated; ``splits`` hold sorted indices into that concatenation and ``y``. Rows are
+    written split by split, the train split's channel statistics computed on the way.
+    """
+    offsets = np.cumsum([0, *(len(p) for p in parts)])
+    shape = parts[0].shape[1:]
+    total = sum(len(splits[k]) for k in SPLITS)
+    block = rows_per_block(int(np.prod(shape)))
+    stats = ChannelStats(shape[0])
+    spans, start = {}, 0
     with atomic_dir(directory) as tmp:
-        np.save(tmp / "x.npy", x, allow_pickle=False)
-        np.save(tmp / "y.npy", y.astype(np.int64), allow_pickle=False)
-        np.savez(tmp / "splits.npz", **{k: np.asarray(splits[k], dtype=np.int64) for k in SPLITS})
+        with NpyWriter(tmp / "x.npy", (total, *shape), np.uint8) as writer:
+            for name in SPLITS:
+                idx = np.asarray(splits[name], dtype=np.int64)
+                for p, part in enumerate(parts):
+                    mine = idx[(idx >= offsets[p]) & (idx < offsets[p + 1])] - offsets[p]
+                    for rows in gather_rows(part, mine, block) if len(mine) else ():
+                        writer.append(rows)
+                        if name == "train":
+                            stats.add(rows)
+                spans[name] = np.arange(start, start + len(idx), dtype=np.int64)
+                start += len(idx)
+        ordered = np.concatenate([np.asarray(splits[k], dtype=np.int64) for k in SPLITS])
+        np.save(tmp / "y.npy", np.asarray(y, dtype=np.int64)[ordered], allow_pickle=False)
+        np.savez(tmp / "splits.npz", **spans)
+        mean, std = stats.result()
+        meta = {**meta, "mean": mean, "std": std}
         h = hashlib.sha256()
         for name in FILES:
             h.update(sha256_file(tmp / name).encode())
@@ -92,4 +169,4 @@ def load_prepared(directory: str | Path, mmap: bool = False) -> PreparedDataset:
         raise DataError(f"{directory}: prepared dataset is unreadable ({exc}); re-run `aepipe prepare`") from None
     if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
         raise DataError(f"{directory}: x.npy must be uint8 (N, C, H, W) matching y.npy; re-run `aepipe prepare`")
-    return PreparedDataset(x, y, splits, meta)
+    return PreparedDataset(x, y, splits, meta, directory)

@@ -25,7 +25,7 @@ MAX_CLASSES = 1000
 
 @dataclass
 class RawDataset:
-    x: np.ndarray  # (N, C, H, W) uint8
+    x: np.ndarray  # (N, C, H, W) uint8, in memory or (npy: source) memory-mapped
     y: np.ndarray  # (N,) int64 in [0, len(classes))
     classes: list[str]
     source_hash: str
@@ -159,6 +159,70 @@ def _labels_from_array(arr: np.ndarray, n: int, path: Path, key: str, images_key
     if arr.size and arr.max() >= MAX_CLASSES:
         raise DataError(f"{path}: {key} has label {int(arr.max())}; labels are out of range (at most {MAX_CLASSES} classes, 0..K-1)")
     return arr.astype(np.int64)
+
+
+# ---- npy directory (memory-mapped, for data larger than RAM) ---------------------------------
+
+
+def load_npy_source(path_str: str, cfg: DataConfig) -> RawDataset:
+    """``<dir>/x.npy`` + ``y.npy`` (+ ``x_test.npy`` + ``y_test.npy``), images memory-mapped.
+
+    Nothing is read here but the headers and the labels: ``prepare`` copies the images block by
+    block (:func:`aepipe.data.prepared.write_prepared`), so the source may exceed RAM. Images
+    must already be uint8 (N×H×W, N×H×W×C or N×C×H×W).
+    """
+    root = Path(path_str)
+    if not root.is_dir():
+        raise DataError(f"{root}: data.source folder not found; check the path in params.yaml (data.source: npy:<dir with x.npy and y.npy>)")
+    missing = [f for f in ("x.npy", "y.npy") if not (root / f).is_file()]
+    if missing:
+        raise DataError(f"{root}: missing {', '.join(missing)}; an npy: source holds x.npy (uint8 images) and y.npy (labels)")
+    if (root / "x_test.npy").is_file() != (root / "y_test.npy").is_file():
+        raise DataError(f"{root}: has only one of x_test.npy / y_test.npy; provide both or neither")
+    x = _mapped_images(root / "x.npy")
+    y = _labels_from_array(_load_npy(root / "y.npy"), len(x), root / "y.npy", "y", "x")
+    x_test = y_test = None
+    if (root / "x_test.npy").is_file():
+        x_test = _mapped_images(root / "x_test.npy")
+        y_test = _labels_from_array(_load_npy(root / "y_test.npy"), len(x_test), root / "y_test.npy", "y_test", "x_test")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(f"{root}: x_test.npy images are {x_test.shape[1:]} but x.npy images are {x.shape[1:]}; they must match")
+    labels = y if y_test is None else np.concatenate([y, y_test])
+    classes = [str(i) for i in range(int(labels.max()) + 1)]
+    h = hashlib.sha256()
+    for name in ("x.npy", "y.npy", "x_test.npy", "y_test.npy"):
+        if (root / name).is_file():
+            h.update(f"{name}:{sha256_file(root / name)}".encode())
+    return RawDataset(x, y, classes, h.hexdigest(), x_test, y_test)
+
+
+def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataError(f"{path}: holds an object (pickled) array, which is refused; save a plain numeric array with np.save") from None
+        raise DataError(f"{path}: not a readable .npy file ({exc}); write it with numpy.save") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy file ({exc}); write it with numpy.save") from None
+
+
+def _mapped_images(path: Path) -> np.ndarray:
+    """(N, C, H, W) uint8 view of a memory-mapped file (a transposed view for N×H×W×C)."""
+    arr = _load_npy(path, mmap=True)
+    if arr.dtype != np.uint8:
+        raise DataError(f"{path}: images have dtype {arr.dtype}; an npy: source must hold uint8 0-255 (convert it, or use an npz: source)")
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim == 4 and arr.shape[1] not in (1, 3) and arr.shape[3] in (1, 3):
+        arr = arr.transpose(0, 3, 1, 2)
+    elif arr.ndim != 4 or arr.shape[1] not in (1, 3):
+        raise DataError(f"{path}: has shape {arr.shape}; expected N×H×W, N×H×W×C or N×C×H×W with C = 1 or 3")
+    if len(arr) == 0:
+        raise DataError(f"{path}: holds no images")
+    if min(arr.shape[2:]) < 4:
+        raise DataError(f"{path}: images are {arr.shape[2]}×{arr.shape[3]}; at least 4×4 is needed")
+    return arr
 
 
 # ---- image folder ---------------------------------------------------------------------------
@@ -331,6 +395,7 @@ def _hash_arrays(*arrays: np.ndarray) -> str:
 LOADERS: dict[str, Callable[[str, DataConfig], RawDataset]] = {
     "digits": load_digits_source,
     "npz": load_npz_source,
+    "npy": load_npy_source,
     "folder": load_folder_source,
     "torchvision": load_torchvision_source,
 }

@@ -1,4 +1,8 @@
-"""prepare: source -> stratified train/val(/test) splits in the prepared-dataset format."""
+"""prepare: source -> stratified train/val(/test) splits in the prepared-dataset format.
+
+Only labels are held in memory; images are copied block by block (``write_prepared``), so an
+``npy:`` source larger than RAM prepares with flat memory.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from aepipe.config import Params
-from aepipe.data.prepared import channel_stats, save_prepared
+from aepipe.data.prepared import write_prepared
 from aepipe.data.sources import load_source
 from aepipe.data.splits import stratified_split
 from aepipe.tracking.tracker import NullTracker, Tracker
@@ -21,27 +25,23 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker = NullTracker()) -
     pool = np.arange(len(raw.x))
     if raw.x_test is None:
         pool, test_idx = stratified_split(pool, raw.y, cfg.test_fraction, cfg.seed)
-        x, y = raw.x, raw.y
+        parts, y = [raw.x], raw.y
     else:
-        x = np.concatenate([raw.x, raw.x_test])
-        y = np.concatenate([raw.y, raw.y_test])
-        test_idx = np.arange(len(raw.x), len(x))
+        parts, y = [raw.x, raw.x_test], np.concatenate([raw.y, raw.y_test])
+        test_idx = np.arange(len(raw.x), len(y))
     train_idx, val_idx = stratified_split(pool, y[pool], cfg.val_fraction, cfg.seed + 1)
 
-    mean, std = channel_stats(x[train_idx])
     counts = {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}
-    meta = save_prepared(
+    meta = write_prepared(
         out_dir,
-        x,
+        parts,
         y,
         {"train": train_idx, "val": val_idx, "test": test_idx},
         {
             "source": cfg.source,
             "source_hash": raw.source_hash,
             "classes": raw.classes,
-            "shape": list(x.shape[1:]),
-            "mean": mean,
-            "std": std,
+            "shape": list(raw.x.shape[1:]),
             "counts": counts,
             "test_split": "given" if raw.x_test is not None else "carved",
         },
