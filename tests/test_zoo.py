@@ -201,9 +201,9 @@ def test_pretrain_stage_gives_vae_joint_the_labelled_subset_train_uses(tmp_path,
     seen = {}
     real = stage.pretrain
 
-    def spy(model, x_train, x_val, cfg, generator, device, on_epoch=None, y_train=None, y_val=None):  # noqa: ANN001
+    def spy(model, x_train, x_val, cfg, generator, device, on_epoch=None, y_train=None, y_val=None, **loop):  # noqa: ANN001
         seen["y"], seen["classes"] = y_train, model.spec.n_classes
-        return real(model, x_train, x_val, cfg, generator, device, on_epoch, y_train, y_val)
+        return real(model, x_train, x_val, cfg, generator, device, on_epoch, y_train, y_val, **loop)
 
     monkeypatch.setattr(stage, "pretrain", spy)
     stage.run(params, tmp_path / "data", tmp_path / "ae", tmp_path / "m.json", tmp_path / "plots")

@@ -1,4 +1,8 @@
-"""extract: frozen encoder features for every split (eval mode, deterministic)."""
+"""extract: frozen encoder features for every split (eval mode, deterministic).
+
+Streams each split from x.npy and appends its features to the output file, so memory stays
+flat however large the split.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from aepipe.io import atomic_dir
 from aepipe.models.io import load_autoencoder
 from aepipe.tracking.tracker import NullTracker, Tracker
 from aepipe.training.device import resolve_device
-from aepipe.training.pretrain import extract_features
+from aepipe.training.features import extract_to_npy
 
 
 def run(params: Params, data_dir: str | Path, model_dir: str | Path, features_dir: str | Path, tracker: Tracker = NullTracker()) -> dict[str, Any]:
@@ -23,10 +27,8 @@ def run(params: Params, data_dir: str | Path, model_dir: str | Path, features_di
     shapes = {}
     with atomic_dir(features_dir) as tmp:
         for split in SPLITS:
-            x, _ = ds.split(split)
-            feats = extract_features(model, x, device, params.evaluate.batch_size, desc=f"extract {split}")
-            np.save(tmp / f"{split}.npy", feats.astype(np.float32), allow_pickle=False)
-            shapes[split] = list(feats.shape)
+            shape = extract_to_npy(model, ds.images(split), device, tmp / f"{split}.npy", params.evaluate.batch_size, desc=f"extract {split}")
+            shapes[split] = list(shape)
     tracker.log_metrics({f"n_{k}": v[0] for k, v in shapes.items()} | {"feature_dim": shapes["train"][1]})
     return {"shapes": shapes}
 

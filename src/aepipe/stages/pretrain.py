@@ -3,6 +3,11 @@
 No labels reach the model, except for variants that declare ``uses_labels`` (vae_joint): they
 see the labels of the same stratified, seeded ``classifier.labels_per_class`` subset that
 ``train`` uses, and -1 for every other image.
+
+Under ``torchrun`` (WORLD_SIZE > 1) every rank trains its slice of each global batch and only
+rank 0 writes outputs, metrics and MLflow records. Each epoch is checkpointed outside the DVC
+outputs (see ``aepipe.training.checkpoint``); a re-run after a kill resumes from it, and it is
+deleted once the outputs are written.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ from typing import Any
 import numpy as np
 
 from aepipe.config import Params
-from aepipe.data.prepared import load_prepared
+from aepipe.data.prepared import PreparedDataset, load_prepared
 from aepipe.data.splits import labelled_subset
 from aepipe.io import write_csv, write_json
 from aepipe.models import ModelSpec, build_autoencoder
 from aepipe.models.io import save_autoencoder
 from aepipe.plots import curves_png
 from aepipe.tracking.tracker import NullTracker, Tracker
+from aepipe.training.batches import make_source
+from aepipe.training.checkpoint import Checkpointer, checkpoint_dir
 from aepipe.training.device import resolve_device, seed_everything
-from aepipe.training.pretrain import EpochLog, as_tensor, evaluate_loss, label_tensor, pretrain
+from aepipe.training.distributed import DistEnv
+from aepipe.training.pretrain import EpochLog, evaluate_loss, label_array, pretrain
 
 
 def spec_from_params(
@@ -53,8 +61,19 @@ def run(
     plots_dir: str | Path,
     tracker: Tracker = NullTracker(),
 ) -> dict[str, Any]:
-    ds = load_prepared(data_dir)
-    device = resolve_device(params.device)
+    ds = load_prepared(data_dir, mmap=True)
+    dist = DistEnv.from_env()
+    device = dist.device(resolve_device(params.device))
+    dist.start(device)
+    try:
+        return _run(params, ds, device, dist, Path(model_dir), Path(metrics_path), Path(plots_dir), tracker)
+    finally:
+        dist.stop()
+
+
+def _run(
+    params: Params, ds: PreparedDataset, device: Any, dist: DistEnv, model_dir: Path, metrics_path: Path, plots_dir: Path, tracker: Tracker
+) -> dict[str, Any]:
     generator = seed_everything(params.seed)
     init_source = None
     if params.pretrain.init_from:
@@ -71,35 +90,49 @@ def run(
     def on_epoch(log: EpochLog) -> None:
         tracker.log_metrics({"train_loss": log.train_loss, "val_loss": log.val_loss, **{f"val_{k}": v for k, v in log.parts.items()}}, step=log.epoch)
 
-    x_train, y_train = ds.split("train")
-    x_val, y_val = ds.split("val")
+    x_train, x_val = ds.images("train"), ds.images("val")
+    y_train, y_val = ds.split("train")[1], ds.split("val")[1]
     known = labelled_subset(y_train, params.classifier.labels_per_class, params.seed)
     y_partial = np.full(len(y_train), -1, dtype=np.int64)
     y_partial[known] = y_train[known]
+    key = params.model_dump(mode="json", include={"seed", "model", "pretrain"})
+    ckpt = Checkpointer(
+        checkpoint_dir("pretrain", key, params.classifier.labels_per_class, device.type, ds.meta["data_hash"], init_source, dist.world),
+        enabled=params.pretrain.epochs > 0,
+    )
     t0 = time.perf_counter()
-    history = pretrain(model, x_train, x_val, params.pretrain, generator, device, on_epoch, y_partial, y_val)
+    history = pretrain(model, x_train, x_val, params.pretrain, generator, device, on_epoch, y_partial, y_val, checkpoint=ckpt, dist=dist)
     seconds = time.perf_counter() - t0
+    if not dist.is_main:
+        return {"rank": dist.rank, "device": str(device), "seconds": round(seconds, 3)}
 
     if not history:  # epochs: 0 with init_from: report the registered encoder's losses as is
-        train_loss, _ = evaluate_loss(model, as_tensor(x_train, device), 1024, label_tensor(model, y_partial, device))
-        val_loss, _ = evaluate_loss(model, as_tensor(x_val, device), 1024, label_tensor(model, y_val, device))
-        history = [EpochLog(0, train_loss, val_loss, 0.0)]
+        history = [EpochLog(0, *_losses(model, x_train, x_val, y_partial, y_val, device), 0.0)]
     save_autoencoder(model_dir, model.cpu())
     rows = [{"epoch": h.epoch, "train_loss": h.train_loss, "val_loss": h.val_loss} for h in history]
-    write_csv(Path(plots_dir) / "pretrain_loss.csv", rows)
-    curves_png(rows, "epoch", ["train_loss", "val_loss"], Path(plots_dir) / "pretrain_loss.png", f"{params.model.name} autoencoder loss")
+    write_csv(plots_dir / "pretrain_loss.csv", rows)
+    curves_png(rows, "epoch", ["train_loss", "val_loss"], plots_dir / "pretrain_loss.png", f"{params.model.name} autoencoder loss")
     metrics = {
         "final_train_loss": history[-1].train_loss,
         "final_val_loss": history[-1].val_loss,
         "epochs": params.pretrain.epochs,
         "seconds": round(seconds, 3),
-        "images_per_second": round(len(x_train) * params.pretrain.epochs / max(seconds, 1e-9), 1),
+        "images_per_second": round(len(x_train) * (params.pretrain.epochs - ckpt.resumed_from) / max(seconds, 1e-9), 1),
     }
     tracker.log_metrics({k: v for k, v in metrics.items() if k != "epochs"})
     if init_source:
         metrics["init_from"] = init_source
         tracker.set_tags({"aepipe.init_from": init_source})
     write_json(metrics_path, metrics)
-    tracker.log_artifact(Path(plots_dir) / "pretrain_loss.png", "plots")
+    tracker.log_artifact(plots_dir / "pretrain_loss.png", "plots")
     tracker.log_artifact(model_dir, "autoencoder")
-    return {**metrics, "device": str(device), "history": [asdict(h) for h in history]}
+    ckpt.clear()  # outputs are in place: nothing left to resume
+    return {**metrics, "device": str(device), "world_size": dist.world, "resumed_from_epoch": ckpt.resumed_from, "history": [asdict(h) for h in history]}
+
+
+def _losses(model: Any, x_train: Any, x_val: Any, y_train: np.ndarray, y_val: np.ndarray, device: Any) -> tuple[float, float]:
+    losses = []
+    for x, y in ((x_train, y_train), (x_val, y_val)):
+        source = make_source(x, label_array(model, y), "memory" if isinstance(x, np.ndarray) else "stream", device, 64 << 20)
+        losses.append(evaluate_loss(model.to(device), source, 1024)[0])
+    return losses[0], losses[1]

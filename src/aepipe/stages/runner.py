@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aepipe.config import Params
+from aepipe.errors import AepipeError
 from aepipe.stages import STAGES
 
 
@@ -21,11 +22,19 @@ def _data_hash(data_dir: str | Path | None) -> str | None:
 
 
 def run_stage(stage: str, params: Params, **paths: str | Path) -> dict[str, Any]:
+    """Under torchrun only ``pretrain`` runs, and only rank 0 talks to MLflow (the other ranks
+    train their slices and write nothing)."""
     from aepipe.tracking.lineage import finish_parent, stage_run
+    from aepipe.training.distributed import DistEnv
 
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     module = importlib.import_module(f"aepipe.stages.{stage}")
+    dist = DistEnv.from_env()
+    if dist.enabled and stage != "pretrain":
+        raise AepipeError(f"`aepipe {stage}` does not run under torchrun (WORLD_SIZE={dist.world}); only pretrain is data-parallel")
+    if not dist.is_main:
+        return module.run(params, **paths)
     with stage_run(stage, params, _data_hash(paths.get("data_dir"))) as tracker:
         if stage == "register":
             result = module.run(params, **paths, run_id=tracker.run_id)

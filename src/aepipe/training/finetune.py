@@ -5,7 +5,8 @@ the randomly initialised head does not wreck the pretrained features with large 
 gradients; then everything trains, the encoder at ``encoder_lr_ratio`` x the head's learning
 rate. Early stopping keeps the epoch with the best validation accuracy. The fine-tuned
 autoencoder is returned with the head and saved beside it (see ``aepipe.models.io``), so
-``evaluate`` and the registered model use exactly the trained pair.
+``evaluate`` and the registered model use exactly the trained pair. Every epoch is checkpointed
+(``HeadData.checkpoint``), so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from aepipe.data.prepared import load_prepared
 from aepipe.models.heads import FitResult, HeadData, LinearClassifier
 from aepipe.models.io import load_autoencoder
 from aepipe.models.pair import EncoderClassifier
-from aepipe.training.loop import EarlyStopping, accuracy, epoch_batches
-from aepipe.training.pretrain import as_tensor
+from aepipe.training.features import as_tensor
+from aepipe.training.loop import EarlyStopping, EpochCheckpoint, accuracy, check_finite, epoch_batches
 
 TRAIN_ACCURACY_SAMPLE = 5000  # training accuracy per epoch is measured on this many images
 
@@ -62,12 +63,15 @@ def fit_finetune(data: HeadData) -> FitResult:
     def logits(x_u8: torch.Tensor) -> torch.Tensor:
         return pair(x_u8.float().div_(255.0))
 
-    stopper, curve = EarlyStopping(opts.patience), []
-    for epoch in range(1, opts.max_epochs + 1):
+    stopper = EarlyStopping(opts.patience)
+    saver = EpochCheckpoint(data.checkpoint, pair, opt, generator, stopper)
+    done, curve, stopped = saver.resume()
+    for epoch in range(done + 1, opts.max_epochs + 1 if not stopped else done + 1):
         frozen = epoch <= opts.head_epochs
         pair.train()
         autoencoder.train(not frozen)  # frozen: BatchNorm keeps its pretrained statistics
         opt.param_groups[0]["lr"] = 0.0 if frozen else encoder_lr
+        total = torch.zeros((), device=device)
         for idx in epoch_batches(len(xt), opts.batch_size, opts.min_steps_per_epoch, generator):
             idx = idx.to(device)
             xb = xt[idx].float().div_(255.0)
@@ -77,11 +81,15 @@ def fit_finetune(data: HeadData) -> FitResult:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            total += loss.detach()
+        check_finite(total, "fine-tuning", f"epoch {epoch}", data.checkpoint, "lower classifier.finetune.lr")
         pair.eval()
         row = {"step": epoch, "train_accuracy": accuracy(logits, xt[sample], yt[sample]), "val_accuracy": accuracy(logits, xv, yv)}
         row["encoder_trained"] = int(not frozen)
         curve.append(row)
-        if stopper.update(epoch, row["val_accuracy"], pair):
+        stop = stopper.update(epoch, row["val_accuracy"], pair)
+        saver.save(epoch, curve, stop)
+        if stop:
             break
     stopper.restore(pair)
     info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve), "encoder_lr": encoder_lr, "augment": opts.augment}

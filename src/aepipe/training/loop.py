@@ -1,14 +1,20 @@
 """Pieces shared by the heads trained by gradient descent (mlp, finetune): batch order, early
-stopping on validation accuracy, and batched accuracy."""
+stopping on validation accuracy, batched accuracy, and per-epoch checkpoints (a killed run
+resumes at the epoch after its last checkpoint, with the same weights, optimizer, early-stopping
+state and RNG streams, so it ends exactly where an uninterrupted run ends)."""
 
 from __future__ import annotations
 
 import copy
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
+
+from aepipe.errors import ModelError
+from aepipe.training.checkpoint import Checkpointer, capture_rng, cpu_state, restore_rng
 
 
 def epoch_batches(n: int, batch_size: int, min_steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -54,3 +60,38 @@ def accuracy(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
         pred = logits_fn(x[start : start + batch_size]).argmax(dim=1)
         hits += int((pred == y[start : start + batch_size]).sum())
     return hits / len(x)
+
+
+class EpochCheckpoint:
+    """The checkpoint of a head's epoch loop: ``resume`` before the loop, ``save`` after each epoch."""
+
+    def __init__(self, checkpoint: Checkpointer | None, module: nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator, stopper: EarlyStopping) -> None:
+        self.checkpoint, self.module, self.opt, self.generator, self.stopper = checkpoint, module, opt, generator, stopper
+
+    def resume(self) -> tuple[int, list[dict[str, Any]], bool]:
+        """(epochs done, curve so far, whether early stopping had already ended the run)."""
+        state = self.checkpoint.load() if self.checkpoint is not None else None
+        if state is None:
+            return 0, [], False
+        self.module.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"], self.generator)
+        self.stopper.best, self.stopper.best_epoch, self.stopper.state = state["best"], state["best_epoch"], state["best_state"]
+        self.checkpoint.resumed_from = state["epoch"]
+        return state["epoch"], state["curve"], state["stopped"]
+
+    def save(self, epoch: int, curve: list[dict[str, Any]], stopped: bool) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.save({
+            "epoch": epoch, "model": cpu_state(self.module), "optimizer": self.opt.state_dict(), "rng": capture_rng(self.generator),
+            "best": self.stopper.best, "best_epoch": self.stopper.best_epoch, "best_state": self.stopper.state, "curve": curve, "stopped": stopped,
+        })
+
+
+def check_finite(total: torch.Tensor, what: str, where: str, checkpoint: Checkpointer | None, fix: str) -> None:
+    """Raise a ModelError naming ``where`` when a summed loss is NaN/inf (one host read)."""
+    value = float(total)
+    if not math.isfinite(value):
+        kept = f"; the last good checkpoint is kept in {checkpoint.directory}" if checkpoint is not None and checkpoint.path.is_file() else ""
+        raise ModelError(f"{what} diverged: the training loss became {value} in {where}{kept}; {fix}")

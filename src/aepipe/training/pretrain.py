@@ -1,8 +1,12 @@
 """Autoencoder pretraining loop.
 
-Data stays a uint8 tensor (on the device when it fits); batches are index slices of a seeded
-permutation, so there is no per-sample Dataset/DataLoader overhead. Losses are accumulated on
-the device and read back once per epoch.
+Batches come from :mod:`aepipe.training.batches` as uint8 tensors already on the device (the
+split resident there, or streamed from x.npy when it does not fit), so there is no per-sample
+Dataset/DataLoader. On CUDA the step runs under bf16 autocast with channels_last tensors and
+cuDNN autotuning; on CPU it is plain fp32 and reproduces exactly. The inner loop never waits for
+the device: losses are summed on the device and read back every ``pretrain.sync_every`` steps
+(the divergence check) and once per epoch. Each epoch ends with a checkpoint (model, optimizer,
+scheduler, every RNG, the curve so far), so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +24,14 @@ from tqdm.auto import tqdm
 from aepipe.config import PretrainConfig
 from aepipe.errors import ModelError
 from aepipe.models.base import AutoEncoder
-from aepipe.training.device import progress_enabled
+from aepipe.training.batches import Rows, Source, choose_mode, make_source
+from aepipe.training.checkpoint import Checkpointer, capture_rng, cpu_state, restore_rng
+from aepipe.training.device import autocast, configure_backends, progress_enabled, wants_channels_last
+from aepipe.training.distributed import DistEnv
+from aepipe.training.features import as_tensor, extract_features
+from aepipe.training.loop import check_finite
+
+__all__ = ["EpochLog", "as_tensor", "evaluate_loss", "extract_features", "label_tensor", "pretrain"]
 
 
 @dataclass
@@ -31,101 +43,177 @@ class EpochLog:
     parts: dict[str, float] = field(default_factory=dict)
 
 
-def as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+def to_float(xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 batch -> float in [0, 1] on its device (NHWC when asked)."""
+    x = xb.float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.inference_mode()
 def evaluate_loss(
-    model: AutoEncoder, x_u8: torch.Tensor, batch_size: int, labels: torch.Tensor | None = None
+    model: AutoEncoder, x_u8: torch.Tensor | Source, batch_size: int, labels: torch.Tensor | None = None, channels_last: bool = False
 ) -> tuple[float, dict[str, float]]:
+    """Mean loss (and its parts) in eval mode over a uint8 tensor or a batch source."""
     model.eval()
-    total, parts_total, n = torch.zeros((), device=x_u8.device), {}, 0
-    for start in range(0, len(x_u8), batch_size):
-        xb = x_u8[start : start + batch_size].float().div_(255.0)
-        yb = labels[start : start + batch_size] if labels is not None else None
-        loss, parts = model.loss(xb, model(xb), yb)
-        total += loss.detach() * len(xb)
+    batches = x_u8.ordered(batch_size) if hasattr(x_u8, "ordered") else _slices(x_u8, labels, batch_size)
+    device = next(model.parameters()).device
+    total, parts_total, n = torch.zeros((), device=device), {}, 0
+    for xb_u8, yb in batches:
+        xb = to_float(xb_u8, channels_last)
+        with autocast(device):
+            loss, parts = model.loss(xb, model(xb), yb)
+        total += loss.detach().float() * len(xb)
         for k, v in parts.items():
-            parts_total[k] = parts_total.get(k, 0.0) + v.detach() * len(xb)
+            parts_total[k] = parts_total.get(k, 0.0) + v.detach().float() * len(xb)
         n += len(xb)
     return float(total) / max(n, 1), {k: float(v) / max(n, 1) for k, v in parts_total.items()}
 
 
+def _slices(x: torch.Tensor, y: torch.Tensor | None, batch_size: int):  # noqa: ANN202 - generator
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size], y[start : start + batch_size] if y is not None else None
+
+
 def label_tensor(model: AutoEncoder, labels: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
     """Labels for a variant that trains with them (-1 = unlabelled), None for every other."""
+    labels = label_array(model, labels)
+    return None if labels is None else as_tensor(labels, device)
+
+
+def label_array(model: AutoEncoder, labels: np.ndarray | None) -> np.ndarray | None:
     if not model.uses_labels:
         return None
     if labels is None:
         raise ModelError(f"model.name {model.spec.name!r} trains with labels, but none were passed to pretraining")
-    return as_tensor(labels.astype(np.int64), device)
+    return np.asarray(labels, dtype=np.int64)
 
 
 def pretrain(
     model: AutoEncoder,
-    x_train: np.ndarray,
-    x_val: np.ndarray,
+    x_train: np.ndarray | Rows,
+    x_val: np.ndarray | Rows,
     cfg: PretrainConfig,
     generator: torch.Generator,
     device: torch.device,
     on_epoch: Callable[[EpochLog], None] | None = None,
     y_train: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
+    *,
+    checkpoint: Checkpointer | None = None,
+    dist: DistEnv = DistEnv(),
 ) -> list[EpochLog]:
-    """Fit ``model`` on ``x_train``; labels (-1 = unlabelled) reach only variants that use them."""
+    """Fit ``model`` on ``x_train`` (uint8 N×C×H×W arrays, or file rows to stream); labels
+    (-1 = unlabelled) reach only variants that use them. Resumes from ``checkpoint`` when it
+    holds one; under torchrun (``dist``) each rank trains on its slice of every global batch."""
+    configure_backends(device)
+    channels_last = wants_channels_last(cfg.channels_last, device)
     model.to(device)
-    xt, xv = as_tensor(x_train, device), as_tensor(x_val, device)
-    yt, yv = label_tensor(model, y_train, device), label_tensor(model, y_val, device)
-    # A small labelled subset is oversampled into every batch (see AutoEncoder.labelled_per_batch).
-    labelled = torch.nonzero(yt >= 0).flatten() if yt is not None and bool((yt < 0).any()) else None
-    if labelled is not None and len(labelled) == 0:
-        raise ModelError(f"model.name {model.spec.name!r} trains with labels, but every training label is -1")
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    yt, yv = label_array(model, y_train), label_array(model, y_val)
+    mode = choose_mode(cfg.data_mode, _nbytes(x_train) + _nbytes(x_val), device)
+    train = make_source(x_train, yt, mode, device, cfg.stream_buffer_mb << 20)
+    val = make_source(x_val, yv, mode, device, cfg.stream_buffer_mb << 20)
+    labelled = _labelled(model, yt)
+    extra_x, extra_y = train.take(labelled) if labelled is not None and model.labelled_per_batch else (None, None)
+
+    net = dist.wrap(model, device)
+    forward = torch.compile(net) if cfg.compile else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    n, bs = len(xt), cfg.batch_size
-    steps = math.ceil(n / bs)
-    history: list[EpochLog] = []
-    bar = tqdm(range(cfg.epochs), desc="pretrain", unit="epoch", disable=not progress_enabled())
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    history = _resume(checkpoint, dist, model, opt, sched, generator, on_epoch)
+    steps, bs = math.ceil(len(train) / cfg.batch_size), cfg.batch_size
+    bar = tqdm(range(len(history), cfg.epochs), desc="pretrain", unit="epoch", disable=not progress_enabled() or not dist.is_main)
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=generator).to(device)
-        total, seen = torch.zeros((), device=device), 0
-        for step in range(steps):
-            idx = perm[step * bs : (step + 1) * bs]
-            if labelled is not None and model.labelled_per_batch:
-                extra = torch.randint(len(labelled), (model.labelled_per_batch,), generator=generator).to(device)
-                idx = torch.cat([idx, labelled[extra]])
-            xb = xt[idx].float().div_(255.0)
-            loss, _ = model.loss(xb, model(xb), yt[idx] if yt is not None else None)
+        total, seen, window = torch.zeros((), device=device), 0, 0
+        for step, (xb_u8, yb) in enumerate(train.epoch(bs, generator)):
+            if extra_x is not None:
+                extra = torch.randint(len(extra_x), (model.labelled_per_batch,), generator=generator).to(device)
+                xb_u8, yb = torch.cat([xb_u8, extra_x[extra]]), torch.cat([yb, extra_y[extra]]) if yb is not None else None
+            global_n = len(xb_u8)
+            xb_u8, yb = dist.shard(xb_u8), dist.shard(yb)
+            xb = to_float(xb_u8, channels_last)
+            with autocast(device):
+                loss, _ = model.loss(xb, forward(xb), yb)
+            # Each rank's mean weighted by its share, so DDP's gradient average is the global mean.
+            scaled = loss * (len(xb) * dist.world / global_n) if dist.enabled else loss
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaled.backward()
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            total += loss.detach() * len(idx)
-            seen += len(idx)
+            total += loss.detach().float() * len(xb)
+            seen += len(xb)
+            if (step + 1) % cfg.sync_every == 0 or step + 1 == steps:
+                where = f"epoch {epoch + 1}, steps {window + 1}-{step + 1} of {steps}"
+                check_finite(dist.all_sum(total), "pretraining", where, checkpoint, "lower pretrain.lr or set pretrain.grad_clip")
+                window = step + 1
         sched.step()
-        train_loss = float(total) / seen
-        if not math.isfinite(train_loss):
-            raise ModelError(f"pretraining diverged: loss is {train_loss} in epoch {epoch + 1}; lower pretrain.lr or set pretrain.grad_clip")
-        val_loss, parts = evaluate_loss(model, xv, max(bs, 256), yv)
+        train_loss = float(dist.all_sum(total)) / float(dist.all_sum(torch.tensor(float(seen), dtype=torch.float64, device=device)))
+        val_loss, parts = evaluate_loss(model, val, max(bs, 256), channels_last=channels_last) if dist.is_main else (float("nan"), {})
         log = EpochLog(epoch + 1, train_loss, val_loss, time.perf_counter() - t0, parts)
         history.append(log)
+        if checkpoint is not None and dist.is_main:
+            checkpoint.save(_state(model, opt, sched, generator, history))
         bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
         if on_epoch is not None:
             on_epoch(log)
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     return history
 
 
-@torch.inference_mode()
-def extract_features(model: AutoEncoder, x: np.ndarray, device: torch.device, batch_size: int = 1024, desc: str = "extract") -> np.ndarray:
-    """Encoder features in eval mode (norm layers frozen, VAE mean not a sample)."""
-    model.eval().to(device)
-    out = []
-    for start in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", disable=not progress_enabled()):
-        xb = as_tensor(x[start : start + batch_size], device).float().div_(255.0)
-        out.append(model.features(xb).float().cpu().numpy())
-    if not out:
-        raise ValueError("extract_features got no images")
-    return np.concatenate(out)
+def _nbytes(x: np.ndarray | Rows) -> int:
+    return int(x.nbytes)
+
+
+def _labelled(model: AutoEncoder, yt: np.ndarray | None) -> np.ndarray | None:
+    """Positions of the labelled images when only some are (they are oversampled into every
+    batch, see AutoEncoder.labelled_per_batch), else None."""
+    if yt is None or not (yt < 0).any():
+        return None
+    labelled = np.flatnonzero(yt >= 0)
+    if len(labelled) == 0:
+        raise ModelError(f"model.name {model.spec.name!r} trains with labels, but every training label is -1")
+    return labelled
+
+
+def _state(model: AutoEncoder, opt: torch.optim.Optimizer, sched: Any, generator: torch.Generator, history: list[EpochLog]) -> dict[str, Any]:
+    return {
+        "epoch": len(history),
+        "model": cpu_state(model),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": capture_rng(generator),
+        "history": [asdict(h) for h in history],
+    }
+
+
+def _resume(
+    checkpoint: Checkpointer | None, dist: DistEnv, model: AutoEncoder, opt: torch.optim.Optimizer, sched: Any,
+    generator: torch.Generator, on_epoch: Callable[[EpochLog], None] | None,
+) -> list[EpochLog]:
+    """Load the last checkpoint into everything that trains; the epochs it holds are replayed to
+    ``on_epoch`` so the new run's curve is complete. Every rank must see the same checkpoint."""
+    state = checkpoint.load() if checkpoint is not None else None
+    low, high = dist.agree(state["epoch"] if state else 0)
+    if low != high:
+        raise ModelError(
+            f"ranks found different checkpoints (epochs {low} to {high}) in {checkpoint.directory if checkpoint else '?'}; "
+            "put AEPIPE_CHECKPOINT_DIR on storage every node shares"
+        )
+    if not state:
+        return []
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    restore_rng(state["rng"], generator)
+    history = [EpochLog(**h) for h in state["history"]]
+    if checkpoint is not None:
+        checkpoint.resumed_from = len(history)
+    for log in history:
+        if on_epoch is not None:
+            on_epoch(log)
+    return history
