@@ -19,6 +19,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from aepipe.config import ClassifierConfig
+    from aepipe.training.checkpoint import Checkpointer
 
 
 class Standardized(nn.Module):
@@ -87,6 +88,7 @@ class HeadData:
     data_dir: Path | None = None
     model_dir: Path | None = None
     picked: np.ndarray | None = None
+    checkpoint: Checkpointer | None = None  # heads trained by gradient descent save every epoch here
 
 
 @dataclass

@@ -3,6 +3,8 @@
 Model selection (the probe's C, early stopping) sees only the validation split; the test split
 is left to ``evaluate``. Heads on frozen features read ``features/``; the finetune head also
 reads the images and the autoencoder, and its fine-tuned encoder is saved in the classifier dir.
+Heads trained by gradient descent checkpoint every epoch outside the DVC outputs and resume
+after a kill; the checkpoint is deleted once the classifier is saved.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import numpy as np
 from aepipe.config import Params
 from aepipe.data.prepared import load_prepared
 from aepipe.data.splits import labelled_subset
-from aepipe.io import write_csv, write_json
+from aepipe.io import sha256_file, write_csv, write_json
 from aepipe.models.heads import HEADS, HeadData
-from aepipe.models.io import head_spec, save_classifier
+from aepipe.models.io import WEIGHTS, head_spec, save_classifier
 from aepipe.stages.extract import load_features
 from aepipe.tracking.tracker import NullTracker, Tracker
+from aepipe.training.checkpoint import Checkpointer, checkpoint_dir
 from aepipe.training.device import resolve_device, seed_everything
 
 
@@ -42,6 +45,10 @@ def run(
     f_train = load_features(features_dir, "train")[picked]
     f_val = load_features(features_dir, "val")
 
+    device = resolve_device(params.device)
+    weights = Path(model_dir) / WEIGHTS
+    key = (params.seed, cfg.model_dump(mode="json"), device.type, ds.meta["data_hash"], sha256_file(weights) if weights.is_file() else None)
+    ckpt = Checkpointer(checkpoint_dir("train", *key))
     data = HeadData(
         f_train,
         y_train[picked],
@@ -50,15 +57,17 @@ def run(
         n_classes=len(ds.classes),
         cfg=cfg,
         seed=params.seed,
-        device=resolve_device(params.device),
+        device=device,
         data_dir=Path(data_dir),
         model_dir=Path(model_dir),
         picked=picked,
+        checkpoint=ckpt,
     )
     fit = HEADS[cfg.head].fit_fn()(data)
     info = {"val_accuracy": fit.val_accuracy, **fit.info}
     spec = head_spec(cfg.head, f_train.shape[1], len(ds.classes), classes=ds.classes, labels_used=int(len(picked)), options=fit.options, **info)
     save_classifier(classifier_dir, fit.module.cpu(), spec, fit.autoencoder.cpu() if fit.autoencoder is not None else None)
+    ckpt.clear()  # the classifier is saved: nothing left to resume
 
     metrics = {"val_accuracy": fit.val_accuracy, "labels_used": int(len(picked))}
     write_json(metrics_path, metrics)
@@ -67,4 +76,4 @@ def run(
     tracker.log_metrics(metrics | {k: v for k, v in info.items() if isinstance(v, (int, float)) and k != "val_accuracy"})
     for row in fit.curve:
         tracker.log_metrics({f"selection_{k}": v for k, v in row.items() if k.endswith("accuracy")}, step=row["step"])
-    return {**metrics, **info, "n_classes": len(ds.classes), "class_counts": np.bincount(y_train[picked]).tolist()}
+    return {**metrics, **info, "n_classes": len(ds.classes), "class_counts": np.bincount(y_train[picked]).tolist(), "resumed_from_epoch": ckpt.resumed_from}
