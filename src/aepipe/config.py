@@ -226,6 +226,22 @@ class TaskResources(Section):
     memory_limit: str | None = Field(None, pattern=K8S_MEMORY)
 
 
+class PyTorchJobConfig(Section):
+    """Multi-node pretraining as a Kubeflow Training Operator PyTorchJob (``aepipe pipeline pytorchjob``)."""
+
+    name: str = Field("aepipe-pretrain", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40, description="job name (pods are <name>-master-0, <name>-worker-i)")
+    namespace: str | None = Field(None, description="Kubernetes namespace; null = kubectl's current one")
+    workers: int = Field(2, ge=1, le=1024, description="pods (nodes) in all, the first one the Master replica")
+    gpus_per_worker: int = Field(1, ge=0, le=16, description="GPUs per pod, one torchrun process each; 0 = train on CPU (gloo)")
+    procs_per_worker: int = Field(1, ge=1, le=256, description="processes per pod when gpus_per_worker is 0")
+    cpu: str = Field("8", pattern=K8S_CPU, description="CPU request = limit per pod")
+    memory: str = Field("32Gi", pattern=K8S_MEMORY, description="memory request = limit per pod")
+    volume_claim: str = Field("aepipe-workspace", min_length=1, description="PVC (ReadWriteMany when workers > 1) holding the checkout: params.yaml, data/prepared, outputs, checkpoints")
+    workdir: str = Field("/workspace", pattern=r"^/", description="where the PVC is mounted; the job's working directory")
+    port: int = Field(23456, ge=1024, le=65535, description="rendezvous port on the master pod")
+    backoff_limit: int = Field(3, ge=0, description="pod restarts before the job fails; a restart resumes from the last checkpoint")
+
+
 class KubeflowConfig(Section):
     """Cluster settings of the Kubeflow pipeline; read when compiling, never by a stage (not in dvc.yaml)."""
 
@@ -241,6 +257,7 @@ class KubeflowConfig(Section):
     shm_size: str = Field("2Gi", pattern=K8S_MEMORY, description="size of the memory-backed /dev/shm of training tasks")
     run_as_user: int = Field(1000, ge=1, description="non-root uid (and gid) the containers run as; the image's user")
     resources: dict[str, TaskResources] = Field(default_factory=dict, description="per stage; a stage left out gets the defaults")
+    pytorchjob: PyTorchJobConfig = PyTorchJobConfig()
 
     @field_validator("secret_env")
     @classmethod

@@ -1,4 +1,5 @@
-"""``aepipe pipeline compile|submit|local``: the Kubeflow pipeline from the command line.
+"""``aepipe pipeline compile|submit|local|pytorchjob``: the Kubeflow pipeline from the command line,
+and the PyTorchJob manifest for multi-node pretraining.
 
 ``components/`` and ``pipelines/`` are repository folders, not part of the installed package, so
 these commands first find the checkout (the folder holding ``pipelines/`` and ``dvc.yaml``).
@@ -166,6 +167,17 @@ def cmd_local(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     return run_local(params, image, root, args.pipeline_root)
 
 
+def cmd_pytorchjob(args: argparse.Namespace, params: Params) -> dict[str, Any]:
+    from aepipe.io import write_text
+    from aepipe.pytorchjob import build_pytorchjob, procs_per_pod
+
+    params = apply_overrides(params, args.param, args.params)  # no checkout needed: nothing is compiled
+    image = resolve_image(params, args.image)
+    write_text(args.output, yaml.safe_dump(build_pytorchjob(params, image), sort_keys=False))
+    job = params.kubeflow.pytorchjob
+    return {"manifest": str(args.output), "image": image, "pods": job.workers, "world_size": job.workers * procs_per_pod(params), "apply": f"kubectl apply -f {args.output}"}
+
+
 def add_pipeline_commands(subparsers: Any) -> None:
     """``aepipe pipeline {compile,submit,local}``; main() validates params.yaml before any of them runs."""
     parser = subparsers.add_parser("pipeline", help="compile, submit or locally run the Kubeflow pipeline")
@@ -188,3 +200,7 @@ def add_pipeline_commands(subparsers: Any) -> None:
     p = sub.add_parser("local", parents=[shared], help="run the whole pipeline here with kfp.local (no cluster, no Docker)")
     p.add_argument("--pipeline-root", help="where task outputs go (default: <repo>/local_outputs)")
     p.set_defaults(fn=cmd_local)
+
+    p = sub.add_parser("pytorchjob", parents=[shared], help="write a Kubeflow PyTorchJob manifest for multi-node pretraining (kubeflow.pytorchjob)")
+    p.add_argument("-o", "--output", default="pytorchjob.yaml", help="output file (default: pytorchjob.yaml)")
+    p.set_defaults(fn=cmd_pytorchjob)
