@@ -200,7 +200,7 @@ def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise DataError(f"{path}: holds an object (pickled) array, which is refused; save a plain numeric array with np.save") from None
         raise DataError(f"{path}: not a readable .npy file ({exc}); write it with numpy.save") from None
     except (OSError, EOFError) as exc:
