@@ -88,9 +88,11 @@ class ChannelStats:
     def __init__(self, channels: int) -> None:
         self.hist = np.zeros((channels, 256), dtype=np.int64)
 
-    def add(self, block: np.ndarray) -> None:
-        for c in range(self.hist.shape[0]):
-            self.hist[c] += np.bincount(block[:, c].reshape(-1), minlength=256)
+    def add(self, block: np.ndarray, rows: int = 4096) -> None:
+        for lo in range(0, len(block), rows):  # bincount widens to int64: keep its copy small
+            part = block[lo : lo + rows]
+            for c in range(self.hist.shape[0]):
+                self.hist[c] += np.bincount(part[:, c].reshape(-1), minlength=256)
 
     def result(self) -> tuple[list[float], list[float]]:
         values = np.arange(256, dtype=np.float64) / 255.0

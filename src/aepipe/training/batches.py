@@ -1,7 +1,8 @@
 """Where training batches come from: a split resident on the device, or streamed from x.npy.
 
 Both hand out uint8 batches already on the device; the loop converts to float there, so the
-host never touches a per-sample object (no Dataset/DataLoader, no collate).
+host never touches a per-sample object (no Dataset/DataLoader, no collate). Rows are gathered
+with ``index_select``, which on a CPU is about ten times faster than ``x[idx]`` for uint8 rows.
 
 - :class:`DeviceBatches` (data fits): the split is one uint8 tensor on the device and an epoch
   is slices of one seeded permutation (``torch.randperm`` on the batch-order generator).
@@ -83,6 +84,10 @@ def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
     return as_tensor(x, device)
 
 
+def _rows(x: torch.Tensor, y: torch.Tensor | None, idx: torch.Tensor) -> Batch:
+    return torch.index_select(x, 0, idx), torch.index_select(y, 0, idx) if y is not None else None
+
+
 @dataclass
 class DeviceBatches:
     """The whole split as one uint8 tensor on the device (labels too, when given)."""
@@ -96,25 +101,30 @@ class DeviceBatches:
     def epoch(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         perm = torch.randperm(len(self.x), generator=generator).to(self.x.device)
         for step in range(math.ceil(len(self.x) / batch_size)):
-            idx = perm[step * batch_size : (step + 1) * batch_size]
-            yield self.x[idx], self.y[idx] if self.y is not None else None
+            yield _rows(self.x, self.y, perm[step * batch_size : (step + 1) * batch_size])
 
     def ordered(self, batch_size: int) -> Iterator[Batch]:
         for start in range(0, len(self.x), batch_size):
             yield self.x[start : start + batch_size], self.y[start : start + batch_size] if self.y is not None else None
 
     def take(self, index: np.ndarray) -> Batch:
-        idx = torch.from_numpy(index).to(self.x.device)
-        return self.x[idx], self.y[idx] if self.y is not None else None
+        return _rows(self.x, self.y, torch.from_numpy(index).to(self.x.device))
 
 
 class _Slot:
-    """A reusable host buffer; on CUDA pinned, with an event marking its last copy's end."""
+    """A reusable host buffer (pinned on CUDA) with ``front`` spare rows before the data, where
+    the CPU path puts the rows carried over from the previous buffer; ``done`` marks the end of
+    its last copy to the GPU."""
 
-    def __init__(self, rows: int, row_shape: tuple[int, ...], pinned: bool) -> None:
-        self.x = torch.empty((rows, *row_shape), dtype=torch.uint8, pin_memory=pinned)
-        self.y = torch.empty(rows, dtype=torch.int64, pin_memory=pinned)
+    def __init__(self, rows: int, row_shape: tuple[int, ...], pinned: bool, front: int = 0) -> None:
+        self.front = front
+        self.x = torch.empty((front + rows, *row_shape), dtype=torch.uint8, pin_memory=pinned)
+        self.y = torch.empty(front + rows, dtype=torch.int64, pin_memory=pinned)
         self.done: torch.cuda.Event | None = None
+
+    def wait(self) -> None:
+        if self.done is not None:
+            self.done.synchronize()  # the previous copy out of this pinned buffer has finished
 
 
 class StreamBatches:
@@ -124,68 +134,77 @@ class StreamBatches:
         self.rows, self.y, self.device = rows, y, device
         self.block_rows = rows_per_block(rows.row_bytes, min(BLOCK_BYTES, max(buffer_bytes // 4, 1)))
         self.blocks_per_buffer = max(1, buffer_bytes // (self.block_rows * rows.row_bytes))
-        pinned = device.type == "cuda"
-        size = self.block_rows * self.blocks_per_buffer
-        self.slots = [_Slot(min(size, len(rows)), rows.row_shape, pinned) for _ in range(2)]
+        self.buffer_rows = min(self.block_rows * self.blocks_per_buffer, len(rows))
+        self.slots: dict[tuple[int, int], _Slot] = {}  # made on first use: an evaluation-only source holds one small slot
         self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aepipe-read")
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _fill(self, slot: _Slot, blocks: list[int]) -> tuple[_Slot, int]:
-        if slot.done is not None:
-            slot.done.synchronize()  # the previous copy out of this pinned buffer has finished
-        pos = 0
-        for b in blocks:
-            lo, hi = b * self.block_rows, min((b + 1) * self.block_rows, len(self.rows))
+    def _slot(self, index: int, rows: int, front: int = 0) -> _Slot:
+        slot = self.slots.get((index, front))
+        if slot is None or slot.x.shape[0] - front < rows:
+            slot = self.slots[(index, front)] = _Slot(rows, self.rows.row_shape, self.device.type == "cuda", front)
+        return slot
+
+    def _fill(self, slot: _Slot, start: int, stop: int | None = None, blocks: list[int] | None = None) -> tuple[_Slot, int]:
+        """Read rows ``[start, stop)`` or whole ``blocks`` into the slot after its front rows."""
+        slot.wait()
+        spans = [(b * self.block_rows, min((b + 1) * self.block_rows, len(self.rows))) for b in blocks] if blocks else [(start, stop)]
+        pos = slot.front
+        for lo, hi in spans:
             self.rows.read(lo, hi, slot.x.numpy()[pos : pos + hi - lo])
             if self.y is not None:
                 slot.y.numpy()[pos : pos + hi - lo] = self.y[lo:hi]
             pos += hi - lo
-        return slot, pos
+        return slot, pos - slot.front
 
-    def _upload(self, slot: _Slot, count: int) -> Batch:
-        x = slot.x[:count].to(self.device, non_blocking=True)
-        y = slot.y[:count].to(self.device, non_blocking=True) if self.y is not None else None
+    def _upload(self, slot: _Slot, start: int, stop: int) -> Batch:
+        """Rows of the slot on the device: one (async, pinned) copy on CUDA, the slot itself on the CPU."""
+        x = slot.x[start:stop].to(self.device, non_blocking=True)
+        y = slot.y[start:stop].to(self.device, non_blocking=True) if self.y is not None else None
         if self.device.type == "cuda":
             slot.done = torch.cuda.Event()
             slot.done.record()
-        return x, y  # on the CPU the slot itself: the reader refills the *other* slot meanwhile
+        return x, y
 
     def epoch(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         order = torch.randperm(math.ceil(len(self.rows) / self.block_rows), generator=generator).tolist()
         groups = [order[i : i + self.blocks_per_buffer] for i in range(0, len(order), self.blocks_per_buffer)]
-        pending = self.reader.submit(self._fill, self.slots[0], groups[0]) if groups else None
+        in_slot = self.device.type == "cpu"  # carried rows are written into the slot: no copy of the buffer
+        slots = [self._slot(i, self.buffer_rows, batch_size if in_slot else 0) for i in range(2)]
+        pending = self.reader.submit(self._fill, slots[0], 0, blocks=groups[0]) if groups else None
         carry_x = carry_y = None
         for g in range(len(groups)):
             slot, count = pending.result()
-            x, y = self._upload(slot, count)
-            if g + 1 < len(groups):
-                pending = self.reader.submit(self._fill, self.slots[(g + 1) % 2], groups[g + 1])
-            if carry_x is not None:
-                x = torch.cat([carry_x, x])
-                y = torch.cat([carry_y, y]) if y is not None else None
+            kept = len(carry_x) if carry_x is not None else 0
+            if in_slot:
+                if kept:
+                    slot.x[slot.front - kept : slot.front] = carry_x
+                    if self.y is not None:
+                        slot.y[slot.front - kept : slot.front] = carry_y
+                x, y = self._upload(slot, slot.front - kept, slot.front + count)
+            else:
+                x, y = self._upload(slot, 0, count)
+                if kept:
+                    x, y = torch.cat([carry_x, x]), torch.cat([carry_y, y]) if y is not None else None
+            if g + 1 < len(groups):  # the reader fills the other slot while this one trains
+                pending = self.reader.submit(self._fill, slots[(g + 1) % 2], 0, blocks=groups[g + 1])
             perm = torch.randperm(len(x), generator=generator).to(self.device)
             full = len(x) if g == len(groups) - 1 else len(x) // batch_size * batch_size
             for start in range(0, full, batch_size):
-                idx = perm[start : start + batch_size]
-                yield x[idx], y[idx] if y is not None else None
-            rest = perm[full:]
-            carry_x, carry_y = x[rest], (y[rest] if y is not None else None)
+                yield _rows(x, y, perm[start : start + batch_size])
+            carry_x, carry_y = _rows(x, y, perm[full:])
 
     def ordered(self, batch_size: int) -> Iterator[Batch]:
-        """Batches in file order; on the CPU each is a view of a reused buffer, valid until the
-        next one is requested (evaluation consumes it at once)."""
-        per_fill = max(1, self.slots[0].x.shape[0] // batch_size) * batch_size
-        slot = self.slots[0] if per_fill <= self.slots[0].x.shape[0] else _Slot(per_fill, self.rows.row_shape, False)
+        """Batches in file order, read a block at a time; on the CPU each is a view of a reused
+        buffer, valid until the next one is requested (evaluation consumes it at once)."""
+        per_fill = max(1, min(self.block_rows, len(self.rows)) // batch_size) * batch_size
+        slot = self._slot(2, per_fill)
         for lo in range(0, len(self.rows), per_fill):
             hi = min(lo + per_fill, len(self.rows))
-            if slot.done is not None:
-                slot.done.synchronize()
-            self.rows.read(lo, hi, slot.x.numpy()[: hi - lo])
-            if self.y is not None:
-                slot.y.numpy()[: hi - lo] = self.y[lo:hi]
-            x, y = self._upload(slot, hi - lo)
+            self._fill(slot, lo, hi)
+            x, y = self._upload(slot, 0, hi - lo)
             for b in range(0, len(x), batch_size):
                 yield x[b : b + batch_size], y[b : b + batch_size] if y is not None else None
 

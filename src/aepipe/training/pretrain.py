@@ -131,7 +131,8 @@ def pretrain(
         for step, (xb_u8, yb) in enumerate(train.epoch(bs, generator)):
             if extra_x is not None:
                 extra = torch.randint(len(extra_x), (model.labelled_per_batch,), generator=generator).to(device)
-                xb_u8, yb = torch.cat([xb_u8, extra_x[extra]]), torch.cat([yb, extra_y[extra]]) if yb is not None else None
+                xb_u8 = torch.cat([xb_u8, torch.index_select(extra_x, 0, extra)])
+                yb = torch.cat([yb, torch.index_select(extra_y, 0, extra)]) if yb is not None else None
             global_n = len(xb_u8)
             xb_u8, yb = dist.shard(xb_u8), dist.shard(yb)
             xb = to_float(xb_u8, channels_last)

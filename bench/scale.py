@@ -1,0 +1,155 @@
+"""Scale benchmark: prepare + one pretraining epoch + extraction on synthetic data of growing size.
+
+For each size (default 0.25M, 0.5M, 1M, 2M images of 28x28) a synthetic labelled set is written
+block by block into a temporary directory as an ``npy:`` source (x.npy uint8, y.npy), then a
+fresh subprocess runs the pipeline's own stage functions on it (prepare, pretrain with
+``pretrain.epochs: 1``, extract; no MLflow) and reports the seconds of each and its peak RSS.
+A fresh process per size makes each peak RSS that size's own. Nothing is kept: the directory is
+removed after each size (use --keep to look at it).
+
+What it shows: time per image stays flat (linear time) and peak RSS stays flat (out-of-core:
+prepare copies blocks, pretraining streams shuffled blocks, extraction appends to its file).
+``pretrain.data_mode`` is forced to ``stream`` (``--set pretrain.data_mode=auto`` lets the loop
+decide; on a machine with enough RAM it keeps the data resident and RSS then grows with N).
+
+    PYTHONPATH=src:. python bench/scale.py                       # all four sizes, params.yaml's model
+    PYTHONPATH=src:. python bench/scale.py --sizes 250000,2000000 --set model.width=4
+
+The last line is ``RESULT sizes=... seconds=... us_per_image=... peak_rss_mb=... rss_ratio=...``
+(rss_ratio = peak RSS at the largest size / at the smallest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = (250_000, 500_000, 1_000_000, 2_000_000)
+CLASSES = 10
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated image counts")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override, e.g. model.width=4 (repeatable)")
+    p.add_argument("--params", default=str(REPO / "params.yaml"), help="base params file")
+    p.add_argument("--workdir", default=None, help="where the temporary data goes (default: the system temp dir)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in the measured process (default: torch's own choice)")
+    p.add_argument("--keep", action="store_true", help="keep each size's directory")
+    p.add_argument("--one", nargs=2, metavar=("SOURCE_DIR", "WORK_DIR"), help=argparse.SUPPRESS)  # internal: the measured child
+    return p.parse_args(argv)
+
+
+def synthesize(directory: Path, n: int, seed: int = 0, block: int = 65_536) -> None:
+    """n learnable 28x28 digits-like images: class k lights a bar at its own place, plus noise."""
+    from aepipe.data.blockio import NpyWriter
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, n)
+    with NpyWriter(directory / "x.npy", (n, 28, 28), np.uint8) as writer:
+        for lo in range(0, n, block):
+            y = labels[lo : lo + block]
+            x = rng.integers(0, 60, size=(len(y), 28, 28), dtype=np.uint8)
+            rows = 4 + 2 * y
+            for r in range(3):
+                x[np.arange(len(y)), rows + r, 4:24] = 230
+            writer.append(x)
+    np.save(directory / "y.npy", labels)
+
+
+def params_with(path: str, overrides: list[str], source: str) -> Any:
+    from aepipe.config import load_params
+    from aepipe.pipeline_cli import apply_overrides
+
+    forced = [f"data.source={source}", "pretrain.epochs=1", "pretrain.init_from=null", "pretrain.data_mode=stream", "device=cpu"]
+    return apply_overrides(load_params(path), forced + overrides, path)  # --set values come last and win
+
+
+def child(source: Path, work: Path, overrides: list[str], params_path: str) -> dict[str, Any]:
+    """The measured process: the three stages on ``source``, seconds and peak RSS after each."""
+    from aepipe.stages import extract, prepare, pretrain
+
+    params = params_with(params_path, overrides, f"npy:{source}")
+    os.environ["AEPIPE_CHECKPOINT_DIR"] = str(work / "checkpoints")
+    out: dict[str, Any] = {"data_mode": params.pretrain.data_mode, "width": params.model.width}
+    steps = {
+        "prepare": lambda: prepare.run(params, work / "prepared"),
+        "pretrain": lambda: pretrain.run(params, work / "prepared", work / "ae", work / "pretrain.json", work / "plots"),
+        "extract": lambda: extract.run(params, work / "prepared", work / "ae", work / "features"),
+    }
+    for name, fn in steps.items():
+        t0 = time.perf_counter()
+        fn()
+        out[f"{name}_s"] = time.perf_counter() - t0
+        out[f"{name}_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix=f"aepipe-scale-{n}-", dir=args.workdir))
+    try:
+        (root / "source").mkdir()
+        t0 = time.perf_counter()
+        synthesize(root / "source", n)
+        generated = time.perf_counter() - t0
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]), "AEPIPE_PROGRESS": "0"}
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        cmd = [sys.executable, __file__, "--one", str(root / "source"), str(root), "--params", args.params]
+        for item in args.set:
+            cmd += ["--set", item]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"size {n} failed:\n{proc.stderr[-4000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        return {"n": n, "generate_s": generated, **result}
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path[:0] = [str(REPO / "src"), str(REPO)]
+    if args.one:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        print(json.dumps(child(Path(args.one[0]), Path(args.one[1]), args.set, args.params)))
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"{'images':>9} {'prepare s':>10} {'pretrain s':>11} {'extract s':>10} {'total s':>9} {'us/image':>9} {'peak RSS MB':>12}  (after prepare / pretrain / extract)")
+    rows = []
+    for n in sizes:
+        r = run_size(n, args)
+        total = r["prepare_s"] + r["pretrain_s"] + r["extract_s"]
+        r |= {"total_s": total, "us_per_image": total / n * 1e6}
+        rows.append(r)
+        print(f"{n:>9} {r['prepare_s']:>10.1f} {r['pretrain_s']:>11.1f} {r['extract_s']:>10.1f} {total:>9.1f} {r['us_per_image']:>9.1f} {r['extract_peak_rss_mb']:>12.0f}"
+              f"  ({r['prepare_peak_rss_mb']:.0f} / {r['pretrain_peak_rss_mb']:.0f} / {r['extract_peak_rss_mb']:.0f}; data_mode {r['data_mode']}, width {r['width']}, synthesis {r['generate_s']:.1f} s)", flush=True)
+    ratio = rows[-1]["extract_peak_rss_mb"] / rows[0]["extract_peak_rss_mb"]
+    print("RESULT " + " ".join([
+        "sizes=" + ",".join(str(r["n"]) for r in rows),
+        "seconds=" + ",".join(f"{r['total_s']:.1f}" for r in rows),
+        "us_per_image=" + ",".join(f"{r['us_per_image']:.1f}" for r in rows),
+        "peak_rss_mb=" + ",".join(f"{r['extract_peak_rss_mb']:.0f}" for r in rows),
+        f"rss_ratio={ratio:.2f}",
+    ]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
