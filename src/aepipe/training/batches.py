@@ -99,7 +99,7 @@ class DeviceBatches:
         return len(self.x)
 
     def epoch(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-        perm = torch.randperm(len(self.x), generator=generator).to(self.x.device)
+        perm = torch.randperm(len(self.x), generator=generator).to(self.x.device, non_blocking=True)
         for step in range(math.ceil(len(self.x) / batch_size)):
             yield _rows(self.x, self.y, perm[step * batch_size : (step + 1) * batch_size])
 
@@ -190,7 +190,7 @@ class StreamBatches:
                     x, y = torch.cat([carry_x, x]), torch.cat([carry_y, y]) if y is not None else None
             if g + 1 < len(groups):  # the reader fills the other slot while this one trains
                 pending = self.reader.submit(self._fill, slots[(g + 1) % 2], 0, blocks=groups[g + 1])
-            perm = torch.randperm(len(x), generator=generator).to(self.device)
+            perm = torch.randperm(len(x), generator=generator).to(self.device, non_blocking=True)
             full = len(x) if g == len(groups) - 1 else len(x) // batch_size * batch_size
             for start in range(0, full, batch_size):
                 yield _rows(x, y, perm[start : start + batch_size])
@@ -223,9 +223,21 @@ def choose_mode(mode: str, nbytes: int, device: torch.device) -> str:
     return "memory" if nbytes <= MEMORY_SHARE * available_memory(device) else "stream"
 
 
+def resident(rows: Rows, device: torch.device) -> torch.Tensor:
+    """All rows as one uint8 tensor on ``device``; file rows go to a GPU block by block, so the
+    host never holds the whole split."""
+    if isinstance(rows, ArrayRows):
+        return to_device(rows.x, device)
+    if device.type == "cpu":
+        return torch.from_numpy(rows.read(0, len(rows)))
+    out = torch.empty(rows.shape, dtype=torch.uint8, device=device)
+    for lo, block in rows.blocks(rows_per_block(rows.row_bytes)):
+        out[lo : lo + len(block)].copy_(torch.from_numpy(block))  # synchronous: the block buffer is reused
+    return out
+
+
 def make_source(x: np.ndarray | Rows, y: np.ndarray | None, mode: str, device: torch.device, buffer_bytes: int) -> Source:
     rows = as_rows(x)
     if mode == "memory":
-        data = rows.x if isinstance(rows, ArrayRows) else rows.read(0, len(rows))
-        return DeviceBatches(to_device(data, device), to_device(y, device) if y is not None else None)
+        return DeviceBatches(resident(rows, device), to_device(y, device) if y is not None else None)
     return StreamBatches(rows, y, device, buffer_bytes)

@@ -20,7 +20,7 @@ from aepipe.models.heads import FitResult, HeadData, LinearClassifier
 from aepipe.models.io import load_autoencoder
 from aepipe.models.pair import EncoderClassifier
 from aepipe.training.features import as_tensor
-from aepipe.training.loop import EarlyStopping, EpochCheckpoint, accuracy, check_finite, epoch_batches
+from aepipe.training.loop import accuracy, epoch_batches, fit_epochs, sgd_step
 
 TRAIN_ACCURACY_SAMPLE = 5000  # training accuracy per epoch is measured on this many images
 
@@ -63,10 +63,7 @@ def fit_finetune(data: HeadData) -> FitResult:
     def logits(x_u8: torch.Tensor) -> torch.Tensor:
         return pair(x_u8.float().div_(255.0))
 
-    stopper = EarlyStopping(opts.patience)
-    saver = EpochCheckpoint(data.checkpoint, pair, opt, generator, stopper)
-    done, curve, stopped = saver.resume()
-    for epoch in range(done + 1, opts.max_epochs + 1 if not stopped else done + 1):
+    def train_epoch(epoch: int) -> torch.Tensor:
         frozen = epoch <= opts.head_epochs
         pair.train()
         autoencoder.train(not frozen)  # frozen: BatchNorm keeps its pretrained statistics
@@ -77,20 +74,16 @@ def fit_finetune(data: HeadData) -> FitResult:
             xb = xt[idx].float().div_(255.0)
             if opts.augment:
                 xb = random_shift(xb, opts.max_shift, generator)
-            loss = F.cross_entropy(pair(xb), yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach()
-        check_finite(total, "fine-tuning", f"epoch {epoch}", data.checkpoint, "lower classifier.finetune.lr")
+            total += sgd_step(opt, F.cross_entropy(pair(xb), yt[idx]))
+        return total
+
+    def evaluate(epoch: int) -> dict[str, float]:
         pair.eval()
         row = {"step": epoch, "train_accuracy": accuracy(logits, xt[sample], yt[sample]), "val_accuracy": accuracy(logits, xv, yv)}
-        row["encoder_trained"] = int(not frozen)
-        curve.append(row)
-        stop = stopper.update(epoch, row["val_accuracy"], pair)
-        saver.save(epoch, curve, stop)
-        if stop:
-            break
-    stopper.restore(pair)
+        return row | {"encoder_trained": int(epoch > opts.head_epochs)}
+
+    stopper, curve = fit_epochs(
+        pair, opt, generator, opts.max_epochs, opts.patience, data.checkpoint, train_epoch, evaluate, "fine-tuning", "lower classifier.finetune.lr"
+    )
     info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve), "encoder_lr": encoder_lr, "augment": opts.augment}
     return FitResult(head.eval(), stopper.best, curve, info=info, autoencoder=autoencoder.eval())

@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from aepipe.models.heads import FitResult, HeadData, LinearClassifier, MLPClassifier
-from aepipe.training.loop import EarlyStopping, EpochCheckpoint, accuracy, check_finite, epoch_batches
+from aepipe.training.loop import accuracy, epoch_batches, fit_epochs, sgd_step
 
 
 def fit_linear(data: HeadData) -> FitResult:
@@ -62,27 +62,18 @@ def fit_mlp(data: HeadData) -> FitResult:
     ft, fv = (torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device) for f in (data.f_train, data.f_val))
     yt, yv = (torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for y in (data.y_train, data.y_val))
     opt = torch.optim.AdamW(module.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    stopper = EarlyStopping(opts.patience)
-    saver = EpochCheckpoint(data.checkpoint, module, opt, generator, stopper)
-    done, curve, stopped = saver.resume()
-    for epoch in range(done + 1, opts.max_epochs + 1 if not stopped else done + 1):
+    def train_epoch(epoch: int) -> torch.Tensor:
         module.train()
         total = torch.zeros((), device=device)
         for idx in epoch_batches(len(ft), opts.batch_size, opts.min_steps_per_epoch, generator):
             idx = idx.to(device)
-            loss = F.cross_entropy(module(ft[idx]), yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach()
-        check_finite(total, "mlp head training", f"epoch {epoch}", data.checkpoint, "lower classifier.mlp.lr")
+            total += sgd_step(opt, F.cross_entropy(module(ft[idx]), yt[idx]))
+        return total
+
+    def evaluate(epoch: int) -> dict[str, float]:
         module.eval()
-        row = {"step": epoch, "train_accuracy": accuracy(module, ft, yt), "val_accuracy": accuracy(module, fv, yv)}
-        curve.append(row)
-        stop = stopper.update(epoch, row["val_accuracy"], module)
-        saver.save(epoch, curve, stop)
-        if stop:
-            break
-    stopper.restore(module)
+        return {"step": epoch, "train_accuracy": accuracy(module, ft, yt), "val_accuracy": accuracy(module, fv, yv)}
+
+    stopper, curve = fit_epochs(module, opt, generator, opts.max_epochs, opts.patience, data.checkpoint, train_epoch, evaluate, "mlp head training", "lower classifier.mlp.lr")
     info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve)}
     return FitResult(module.eval(), stopper.best, curve, info=info, options={"hidden": list(opts.hidden), "dropout": opts.dropout})

@@ -95,3 +95,40 @@ def check_finite(total: torch.Tensor, what: str, where: str, checkpoint: Checkpo
     if not math.isfinite(value):
         kept = f"; the last good checkpoint is kept in {checkpoint.directory}" if checkpoint is not None and checkpoint.path.is_file() else ""
         raise ModelError(f"{what} diverged: the training loss became {value} in {where}{kept}; {fix}")
+
+
+def sgd_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+    """One optimiser step on ``loss``; returns it detached (to sum on the device)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def fit_epochs(
+    module: nn.Module,
+    opt: torch.optim.Optimizer,
+    generator: torch.Generator,
+    max_epochs: int,
+    patience: int,
+    checkpoint: Checkpointer | None,
+    train_epoch: Callable[[int], torch.Tensor],
+    evaluate: Callable[[int], dict[str, Any]],
+    what: str,
+    fix: str,
+) -> tuple[EarlyStopping, list[dict[str, Any]]]:
+    """The epoch loop of a head: ``train_epoch(epoch)`` (returns its summed loss, checked for
+    NaN/inf), ``evaluate(epoch)`` (a curve row with ``val_accuracy``), early stopping, and a
+    checkpoint after every epoch, from which a re-run resumes. Ends with the best weights loaded."""
+    stopper = EarlyStopping(patience)
+    saver = EpochCheckpoint(checkpoint, module, opt, generator, stopper)
+    done, curve, stopped = saver.resume()
+    for epoch in range(done + 1, max_epochs + 1 if not stopped else done + 1):
+        check_finite(train_epoch(epoch), what, f"epoch {epoch}", checkpoint, fix)
+        curve.append(evaluate(epoch))
+        stop = stopper.update(epoch, curve[-1]["val_accuracy"], module)
+        saver.save(epoch, curve, stop)
+        if stop:
+            break
+    stopper.restore(module)
+    return stopper, curve

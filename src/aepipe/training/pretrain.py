@@ -130,7 +130,7 @@ def pretrain(
         total, seen, window = torch.zeros((), device=device), 0, 0
         for step, (xb_u8, yb) in enumerate(train.epoch(bs, generator)):
             if extra_x is not None:
-                extra = torch.randint(len(extra_x), (model.labelled_per_batch,), generator=generator).to(device)
+                extra = torch.randint(len(extra_x), (model.labelled_per_batch,), generator=generator).to(device, non_blocking=True)
                 xb_u8 = torch.cat([xb_u8, torch.index_select(extra_x, 0, extra)])
                 yb = torch.cat([yb, torch.index_select(extra_y, 0, extra)]) if yb is not None else None
             global_n = len(xb_u8)
