@@ -224,3 +224,14 @@ def test_a_corrupt_checkpoint_is_refused_with_its_path(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="delete it to start afresh") as err:
         ckpt.load()
     assert str(ckpt.path) in str(err.value)
+
+
+def test_a_checkpoint_of_another_model_is_refused_with_the_fix(tmp_path: Path) -> None:
+    x, cfg = toy(64), PretrainConfig(epochs=2, batch_size=32)
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    torch.manual_seed(0)
+    pretrain(build_autoencoder(spec()), x, x[:8], cfg, torch.Generator(), CPU, checkpoint=ckpt)  # the loop leaves it; the stage clears it
+    wider = ModelSpec(name="conv", input_shape=(1, 8, 8), latent_dim=6, width=8, depth=2)
+    with pytest.raises(ModelError, match="does not fit this run") as err:
+        pretrain(build_autoencoder(wider), x, x[:8], cfg, torch.Generator(), CPU, checkpoint=ckpt)
+    assert f"delete {ckpt.directory}" in str(err.value)

@@ -12,11 +12,13 @@ written. Everything in it is a tensor or a plain number/string/list/dict, so it 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,18 @@ class Checkpointer:
             return torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for corrupt files
             raise ModelError(f"{self.path}: checkpoint cannot be loaded ({exc.__class__.__name__}: {exc}); delete it to start afresh") from None
+
+    @contextlib.contextmanager
+    def applying(self) -> Iterator[None]:
+        """Around loading a checkpoint's states into the run: a mismatch (the code changed since
+        it was written) becomes a clear error instead of a traceback."""
+        try:
+            yield
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise ModelError(
+                f"{self.path}: checkpoint does not fit this run ({exc.__class__.__name__}: {str(exc)[:300]}); "
+                f"was it written by other code? delete {self.directory} to start afresh"
+            ) from None
 
     def save(self, state: dict[str, Any]) -> None:
         if not self.enabled:

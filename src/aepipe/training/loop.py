@@ -73,12 +73,13 @@ class EpochCheckpoint:
         state = self.checkpoint.load() if self.checkpoint is not None else None
         if state is None:
             return 0, [], False
-        self.module.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"], self.generator)
-        self.stopper.best, self.stopper.best_epoch, self.stopper.state = state["best"], state["best_epoch"], state["best_state"]
-        self.checkpoint.resumed_from = state["epoch"]
-        return state["epoch"], state["curve"], state["stopped"]
+        with self.checkpoint.applying():
+            self.module.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            restore_rng(state["rng"], self.generator)
+            self.stopper.best, self.stopper.best_epoch, self.stopper.state = state["best"], state["best_epoch"], state["best_state"]
+            self.checkpoint.resumed_from = state["epoch"]
+            return state["epoch"], state["curve"], state["stopped"]
 
     def save(self, epoch: int, curve: list[dict[str, Any]], stopped: bool) -> None:
         if self.checkpoint is None:

@@ -207,13 +207,14 @@ def _resume(
         )
     if not state:
         return []
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    restore_rng(state["rng"], generator)
-    history = [EpochLog(**h) for h in state["history"]]
-    if checkpoint is not None:
-        checkpoint.resumed_from = len(history)
+    assert checkpoint is not None
+    with checkpoint.applying():
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"], generator)
+        history = [EpochLog(**h) for h in state["history"]]
+    checkpoint.resumed_from = len(history)
     for log in history:
         if on_epoch is not None:
             on_epoch(log)
