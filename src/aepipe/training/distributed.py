@@ -4,7 +4,9 @@
 size above 1 the pretrain stage joins the group (nccl on CUDA, gloo on CPU), wraps the model in
 DistributedDataParallel and every rank trains on its slice of each *global* batch
 (``pretrain.batch_size`` is the global batch). All ranks draw the same batch order from the
-same seeded generator, so the global batches are those of a single process.
+same seeded generator, so the global batches are those of a single process; the one exception
+is an epoch's last batch when it has fewer than 2 rows per rank, which is skipped (a rank with
+0 or 1 rows cannot take a BatchNorm step).
 
 BatchNorm: on CUDA the model's BatchNorm layers become SyncBatchNorm, so statistics are those
 of the global batch and results match one process up to floating-point summation order. On CPU

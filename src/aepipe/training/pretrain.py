@@ -133,20 +133,8 @@ def pretrain(
                 extra = torch.randint(len(extra_x), (model.labelled_per_batch,), generator=generator).to(device, non_blocking=True)
                 xb_u8 = torch.cat([xb_u8, torch.index_select(extra_x, 0, extra)])
                 yb = torch.cat([yb, torch.index_select(extra_y, 0, extra)]) if yb is not None else None
-            global_n = len(xb_u8)
-            xb_u8, yb = dist.shard(xb_u8), dist.shard(yb)
-            xb = to_float(xb_u8, channels_last)
-            with autocast(device):
-                loss, _ = model.loss(xb, forward(xb), yb)
-            # Each rank's mean weighted by its share, so DDP's gradient average is the global mean.
-            scaled = loss * (len(xb) * dist.world / global_n) if dist.enabled else loss
-            opt.zero_grad(set_to_none=True)
-            scaled.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            total += loss.detach().float() * len(xb)
-            seen += len(xb)
+            if not dist.enabled or len(xb_u8) >= 2 * dist.world:  # a last batch too small to split over the ranks is skipped
+                seen += _step(model, forward, opt, cfg.grad_clip, dist, xb_u8, yb, total, channels_last)
             if (step + 1) % cfg.sync_every == 0 or step + 1 == steps:
                 where = f"epoch {epoch + 1}, steps {window + 1}-{step + 1} of {steps}"
                 check_finite(dist.all_sum(total), "pretraining", where, checkpoint, "lower pretrain.lr or set pretrain.grad_clip")
@@ -164,6 +152,28 @@ def pretrain(
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def _step(
+    model: AutoEncoder, forward: Callable[..., Any], opt: torch.optim.Optimizer, grad_clip: float | None, dist: DistEnv,
+    xb_u8: torch.Tensor, yb: torch.Tensor | None, total: torch.Tensor, channels_last: bool,
+) -> int:
+    """One optimiser step on this rank's slice of a global batch; adds loss x rows to ``total``
+    (on the device, no sync) and returns the rows."""
+    global_n = len(xb_u8)
+    xb_u8, yb = dist.shard(xb_u8), dist.shard(yb)
+    xb = to_float(xb_u8, channels_last)
+    with autocast(xb.device):
+        loss, _ = model.loss(xb, forward(xb), yb)
+    # Each rank's mean weighted by its share, so DDP's gradient average is the global batch mean.
+    scaled = loss * (len(xb) * dist.world / global_n) if dist.enabled else loss
+    opt.zero_grad(set_to_none=True)
+    scaled.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    total += loss.detach().float() * len(xb)
+    return len(xb)
 
 
 def _nbytes(x: np.ndarray | Rows) -> int:
