@@ -16,9 +16,10 @@ one run measures, all at batch size 256:
   channels_last and torch.compile change in (b) on this device. With CUDA present the same figures
   follow for CUDA, plus the seconds of one 60k-image epoch.
 
-Loops run interleaved (in a rotating order), --repeats times each, and the best epoch counts
-(least disturbed by other load on the machine); the median is printed beside it, and so is the
-project/floor ratio of each repeat. The last line is
+Loops run interleaved (in a rotating order), --repeats times each. Figures are medians over the
+repeats (the best is printed beside them); each ratio is the median of the ratios measured within
+the same repeat, so load from other processes that drifts between repeats cancels out. On a quiet
+machine the two readings agree. The last line is
 
   RESULT seed_ips=... project_ips=... floor_ips=... data_ratio=... floor_ratio=... extract_ips=... peak_rss_mb=...
 
@@ -200,13 +201,16 @@ class Bench:
 
         return extract_to_npy(self.model(), self.rows, self.device, self.workdir / "features.npy", self.params.evaluate.batch_size)[0]
 
-    def compiled_epoch_ips(self) -> float:
-        """Second epoch of a compiled run (the first pays the compilation)."""
+    def compile_gain(self, epochs: int = 3) -> tuple[float, float]:
+        """(compiled, eager) images/s: medians over epochs 2.. of a compiled run (the first epoch
+        pays the compilation) and of the eager run right after it."""
         from aepipe.training.pretrain import pretrain
 
-        cfg = self.cfg(epochs=2, compile=True)
-        history = pretrain(self.model(), self.x_train, self.x_val, cfg, torch.Generator().manual_seed(0), self.device)
-        return len(self.x_train) / history[1].seconds
+        rates = []
+        for compiled in (True, False):
+            history = pretrain(self.model(), self.x_train, self.x_val, self.cfg(epochs=epochs, compile=compiled), torch.Generator().manual_seed(0), self.device)
+            rates.append(statistics.median(len(self.x_train) / h.seconds for h in history[1:]))
+        return rates[0], rates[1]
 
 
 def measure(bench: Bench, repeats: int, compile_too: bool) -> dict[str, float]:
@@ -233,14 +237,16 @@ def measure(bench: Bench, repeats: int, compile_too: bool) -> dict[str, float]:
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:  # rotate, so no loop always runs first
             samples[key].append(timed(loops[key], dev))
         print(f"  [{dev.type}] repeat {r + 1}/{repeats}: " + " ".join(f"{k}={v[-1]:.0f}" for k, v in samples.items()), flush=True)
-    out = {k: max(v) for k, v in samples.items()} | {"default_channels_last": float(default_cl)}
+    out = {k: statistics.median(v) for k, v in samples.items()} | {"default_channels_last": float(default_cl)}
     for key, values in samples.items():
-        print(f"  {dev.type:4} {key:24} best {max(values):12.0f}  median {statistics.median(values):12.0f} img/s")
-    paired = [p / f for p, f in zip(samples["project_ips"], samples["floor_ips"])]
-    print(f"  {dev.type:4} project/floor measured in the same repeat: median {statistics.median(paired):.3f} (min {min(paired):.3f}, max {max(paired):.3f})")
+        print(f"  {dev.type:4} {key:24} median {statistics.median(values):12.0f}  best {max(values):12.0f} img/s")
+    for name, num, den in (("floor_ratio", "project_ips", "floor_ips"), ("data_ratio", "project_data_ips", "seed_data_ips"), ("layout_ratio", "project_other_layout_ips", "project_ips")):
+        ratios = [a / b for a, b in zip(samples[num], samples[den])]
+        out[name] = statistics.median(ratios)
+        print(f"  {dev.type:4} {name:24} median {out[name]:.3f} of {', '.join(f'{r:.3f}' for r in ratios)} (each {num} / {den} of one repeat)")
     if compile_too:
         try:
-            out["project_compiled_ips"] = bench.compiled_epoch_ips()
+            out["compiled_ips"], out["eager_ips"] = bench.compile_gain()
         except Exception as exc:  # the compiler toolchain may be missing; report it, do not fail the bench
             print(f"  torch.compile failed on {dev.type}: {exc.__class__.__name__}: {str(exc)[:200]}")
     return out
@@ -250,15 +256,15 @@ def report(dev: torch.device, r: dict[str, float], n: int) -> None:
     print(f"\n== {dev.type} ({n} training images, batch {BATCH}) ==")
     print(f"(a) seed-style loop       {r['seed_ips']:10.0f} img/s")
     print(f"(b) project loop          {r['project_ips']:10.0f} img/s   {r['project_ips'] / r['seed_ips']:.2f}x the seed-style loop")
-    print(f"(c) compute floor         {r['floor_ips']:10.0f} img/s   floor_ratio (b)/(c) = {r['project_ips'] / r['floor_ips']:.3f}")
+    print(f"(c) compute floor         {r['floor_ips']:10.0f} img/s   floor_ratio (b)/(c) = {r['floor_ratio']:.3f}")
     print(f"(d) seed data path        {r['seed_data_ips']:10.0f} img/s")
-    print(f"(d) project data path     {r['project_data_ips']:10.0f} img/s   data_ratio = {r['project_data_ips'] / r['seed_data_ips']:.1f}")
+    print(f"(d) project data path     {r['project_data_ips']:10.0f} img/s   data_ratio = {r['data_ratio']:.1f}")
     print(f"    streamed data path    {r['stream_data_ips']:10.0f} img/s   (blocks read from x.npy)")
     print(f"    extraction            {r['extract_ips']:10.0f} img/s")
-    on, off = ("project_ips", "project_other_layout_ips") if r["default_channels_last"] else ("project_other_layout_ips", "project_ips")
-    print(f"    channels_last on      {r[on]:10.0f} img/s vs off {r[off]:.0f}: x{r[on] / r[off]:.2f}  (default here: {'on' if r['default_channels_last'] else 'off'})")
-    if "project_compiled_ips" in r:
-        print(f"    torch.compile         {r['project_compiled_ips']:10.0f} img/s vs eager {r['project_ips']:.0f}: x{r['project_compiled_ips'] / r['project_ips']:.2f}")
+    gain = r["layout_ratio"] if not r["default_channels_last"] else 1 / r["layout_ratio"]
+    print(f"    channels_last         x{gain:.2f} on the project loop (on vs off; default here: {'on' if r['default_channels_last'] else 'off'})")
+    if "compiled_ips" in r:
+        print(f"    torch.compile         x{r['compiled_ips'] / r['eager_ips']:.2f} on the project loop ({r['compiled_ips']:.0f} vs {r['eager_ips']:.0f} img/s eager, measured back to back)")
     if dev.type == "cuda":
         print(f"    one 60k-image epoch   {60000 / r['project_ips']:10.3f} s (project loop)")
 
@@ -286,12 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     r = results["cpu"] if "cpu" in results else results["cuda"]
     fields = {
         "seed_ips": r["seed_ips"], "project_ips": r["project_ips"], "floor_ips": r["floor_ips"],
-        "data_ratio": r["project_data_ips"] / r["seed_data_ips"], "floor_ratio": r["project_ips"] / r["floor_ips"],
+        "data_ratio": r["data_ratio"], "floor_ratio": r["floor_ratio"],
         "extract_ips": r["extract_ips"], "peak_rss_mb": peak_mb,
     }
     if "cuda" in results:
         c = results["cuda"]
-        fields |= {"cuda_project_ips": c["project_ips"], "cuda_floor_ratio": c["project_ips"] / c["floor_ips"], "cuda_epoch60k_s": 60000 / c["project_ips"]}
+        fields |= {"cuda_project_ips": c["project_ips"], "cuda_floor_ratio": c["floor_ratio"], "cuda_epoch60k_s": 60000 / c["project_ips"]}
     print("\nRESULT " + " ".join(f"{k}={v:.3f}" if v < 100 else f"{k}={v:.0f}" for k, v in fields.items()))
     return 0
 

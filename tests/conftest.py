@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("AEPIPE_PROGRESS", "0")
+# Stage checkpoints of in-process tests go to a temp dir, never into the checkout's .aepipe/.
+os.environ.setdefault("AEPIPE_CHECKPOINT_DIR", tempfile.mkdtemp(prefix="aepipe-test-checkpoints-"))
 os.environ.setdefault("GIT_AUTHOR_NAME", "aepipe-tests")
 os.environ.setdefault("GIT_AUTHOR_EMAIL", "tests@aepipe.invalid")
 os.environ.setdefault("GIT_COMMITTER_NAME", "aepipe-tests")
