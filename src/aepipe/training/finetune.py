@@ -3,12 +3,15 @@
 LP-FT style: ``head_epochs`` first train the head alone on the frozen encoder (eval mode), so
 the randomly initialised head does not wreck the pretrained features with large early
 gradients; then everything trains, the encoder at ``encoder_lr_ratio`` x the head's learning
-rate. Early stopping keeps the epoch with the best validation accuracy. The fine-tuned
+rate. Both learning rates follow a cosine decay over ``max_epochs`` (large steps early, small
+ones to settle), and early stopping keeps the epoch with the best validation accuracy. The fine-tuned
 autoencoder is returned with the head and saved beside it (see ``aepipe.models.io``), so
 ``evaluate`` and the registered model use exactly the trained pair.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -18,10 +21,8 @@ from aepipe.data.prepared import load_prepared
 from aepipe.models.heads import FitResult, HeadData, LinearClassifier
 from aepipe.models.io import load_autoencoder
 from aepipe.models.pair import EncoderClassifier
-from aepipe.training.loop import EarlyStopping, accuracy, epoch_batches
+from aepipe.training.loop import TRAIN_ACCURACY_SAMPLE, EarlyStopping, accuracy, epoch_batches
 from aepipe.training.pretrain import as_tensor
-
-TRAIN_ACCURACY_SAMPLE = 5000  # training accuracy per epoch is measured on this many images
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -56,7 +57,7 @@ def fit_finetune(data: HeadData) -> FitResult:
         [{"params": autoencoder.parameters(), "lr": opts.lr * opts.encoder_lr_ratio}, {"params": head.parameters(), "lr": opts.lr}],
         weight_decay=opts.weight_decay,
     )
-    encoder_lr = opt.param_groups[0]["lr"]
+    base_lrs = [group["lr"] for group in opt.param_groups]
     sample = torch.randperm(len(xt), generator=generator)[:TRAIN_ACCURACY_SAMPLE].to(device)
 
     def logits(x_u8: torch.Tensor) -> torch.Tensor:
@@ -67,7 +68,11 @@ def fit_finetune(data: HeadData) -> FitResult:
         frozen = epoch <= opts.head_epochs
         pair.train()
         autoencoder.train(not frozen)  # frozen: BatchNorm keeps its pretrained statistics
-        opt.param_groups[0]["lr"] = 0.0 if frozen else encoder_lr
+        decay = 0.5 * (1 + math.cos(math.pi * (epoch - 1) / opts.max_epochs))
+        for group, lr in zip(opt.param_groups, base_lrs):
+            group["lr"] = lr * decay
+        if frozen:
+            opt.param_groups[0]["lr"] = 0.0
         for idx in epoch_batches(len(xt), opts.batch_size, opts.min_steps_per_epoch, generator):
             idx = idx.to(device)
             xb = xt[idx].float().div_(255.0)
@@ -84,5 +89,5 @@ def fit_finetune(data: HeadData) -> FitResult:
         if stopper.update(epoch, row["val_accuracy"], pair):
             break
     stopper.restore(pair)
-    info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve), "encoder_lr": encoder_lr, "augment": opts.augment}
+    info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve), "encoder_lr": base_lrs[0], "augment": opts.augment}
     return FitResult(head.eval(), stopper.best, curve, info=info, autoencoder=autoencoder.eval())

@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from aepipe.models.heads import FitResult, HeadData, LinearClassifier, MLPClassifier
-from aepipe.training.loop import EarlyStopping, accuracy, epoch_batches
+from aepipe.training.loop import TRAIN_ACCURACY_SAMPLE, EarlyStopping, accuracy, epoch_batches
 
 
 def fit_linear(data: HeadData) -> FitResult:
@@ -62,6 +62,7 @@ def fit_mlp(data: HeadData) -> FitResult:
     ft, fv = (torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device) for f in (data.f_train, data.f_val))
     yt, yv = (torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for y in (data.y_train, data.y_val))
     opt = torch.optim.AdamW(module.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    sample = torch.randperm(len(ft), generator=generator)[:TRAIN_ACCURACY_SAMPLE].to(device)
     stopper, curve = EarlyStopping(opts.patience), []
     for epoch in range(1, opts.max_epochs + 1):
         module.train()
@@ -72,7 +73,7 @@ def fit_mlp(data: HeadData) -> FitResult:
             loss.backward()
             opt.step()
         module.eval()
-        row = {"step": epoch, "train_accuracy": accuracy(module, ft, yt), "val_accuracy": accuracy(module, fv, yv)}
+        row = {"step": epoch, "train_accuracy": accuracy(module, ft[sample], yt[sample]), "val_accuracy": accuracy(module, fv, yv)}
         curve.append(row)
         if stopper.update(epoch, row["val_accuracy"], module):
             break

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+TRAIN_ACCURACY_SAMPLE = 5000  # the per-epoch training accuracy (a curve, not a selection criterion) uses this many
+
 
 def epoch_batches(n: int, batch_size: int, min_steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Index batches for one epoch: a seeded permutation, repeated until there are at least
