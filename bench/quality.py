@@ -134,6 +134,7 @@ class Bench:
     def head(self, params: Any, enc: dict[str, Any], score_with_evaluate: bool) -> dict[str, Any]:
         """Train the head; test accuracy from ``evaluate`` (the pair on raw test images) or, for
         frozen heads, from the head on the extracted test features (the same forward path)."""
+        from aepipe.models.heads import HEADS
         from aepipe.stages import evaluate, train
 
         enc_dir = Path(enc["dir"])
@@ -141,7 +142,7 @@ class Bench:
         def run(work: Path) -> dict[str, Any]:
             res = train.run(params, self.data, enc_dir / "features", enc_dir / "ae", work / "clf", work / "train.json", work / "plots")
             out = {"val": res["val_accuracy"], "labels_used": res["labels_used"]}
-            if params.classifier.head != "finetune":
+            if not HEADS[params.classifier.head].trains_encoder:
                 out["test"] = frozen_test_accuracy(work / "clf", enc_dir / "features", self.y_test)
             if score_with_evaluate:
                 metrics = evaluate.run(params, self.data, enc_dir / "ae", work / "clf", work / "eval.json", work / "plots")
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from aepipe.config import load_params
     from aepipe.models import REGISTRY
+    from aepipe.models.heads import HEADS
     from aepipe.stages import prepare
 
     torch.set_num_threads(args.threads)
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 # fine-tuning an untrained encoder is the CNN-from-scratch row
                 for head in LABEL_HEADS if trained else ("linear",):
                     cell = labelled(params, head, per_class)
-                    row[f"{col}:{head}"] = bench.head(cell, budget_enc, score_with_evaluate=head == "finetune")
+                    row[f"{col}:{head}"] = bench.head(cell, budget_enc, score_with_evaluate=HEADS[head].trains_encoder)
             rows.append(row)
 
     (out / "table.json").write_text(json.dumps(rows, indent=2, default=str))
