@@ -15,7 +15,7 @@ from aepipe.models.pair import EncoderClassifier, to_unit_float
 
 
 def spec(name: str = "conv", shape: tuple[int, int, int] = (1, 8, 8), **kw) -> ModelSpec:
-    base = dict(name=name, input_shape=shape, latent_dim=16, width=8, depth=2, mean=(0.3,) * shape[0], std=(0.2,) * shape[0])
+    base = dict(name=name, input_shape=shape, latent_dim=16, width=8, depth=2, mean=(0.3,) * shape[0], std=(0.2,) * shape[0], n_classes=3)
     return ModelSpec(**{**base, **kw})
 
 
@@ -39,11 +39,13 @@ def test_shapes_for_any_input_size(name: str, shape: tuple[int, int, int]) -> No
 def test_loss_decreases_and_gradients_reach_every_parameter(name: str) -> None:
     torch.manual_seed(0)
     model = build_autoencoder(spec(name))
-    x = torch.rand(32, 1, 8, 8)
+    # 4 binary prototypes: structure a masked model can learn, and a Bernoulli likelihood near 0
+    x = (torch.rand(4, 1, 8, 8) > 0.5).float().repeat(8, 1, 1, 1)
+    labels = torch.arange(32) % 4 % 3 if model.uses_labels else None  # a function of the prototype
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for step in range(25):
-        loss, parts = model.loss(x, model(x))
+        loss, parts = model.loss(x, model(x), labels)
         assert torch.isfinite(loss) and parts
         opt.zero_grad()
         loss.backward()

@@ -65,13 +65,14 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
 
-    name: str = Field("conv", description="autoencoder variant (see aepipe.models.REGISTRY)")
+    name: str = Field("vae_joint", description="autoencoder variant (see aepipe.models.REGISTRY)")
     latent_dim: int = Field(64, ge=1, le=4096)
-    width: int = Field(32, ge=1, le=1024, description="channels of the first backbone stage")
+    width: int = Field(16, ge=1, le=1024, description="channels of the first backbone stage")
     depth: int = Field(2, ge=1, le=6, description="number of downsampling stages")
     features: Literal["latent", "multiscale"] = Field(
         "multiscale", description="what heads see: the code alone, or every stage's pooled activations plus the code"
     )
+    pool_grid: int = Field(4, ge=1, le=8, description="multiscale: average-pool each stage to a grid of this side (1 = global)")
 
     @model_validator(mode="after")
     def _check_variants(self) -> "ModelConfig":
@@ -83,7 +84,7 @@ class ModelConfig(BaseModel):
         for key, value in (self.model_extra or {}).items():
             if key not in REGISTRY:
                 raise ValueError(
-                    f"unknown key model.{key}; allowed: name, latent_dim, width, depth, features, or a variant section ({allowed})"
+                    f"unknown key model.{key}; allowed: name, latent_dim, width, depth, features, pool_grid, or a variant section ({allowed})"
                 )
             try:
                 REGISTRY[key].config.model_validate(value if value is not None else {})
@@ -129,10 +130,46 @@ class LinearHeadConfig(Section):
         return value
 
 
+class LoopConfig(Section):
+    """Minibatch training with early stopping on validation accuracy (mlp and finetune heads)."""
+
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(1e-4, ge=0.0, description="AdamW decoupled weight decay")
+    batch_size: int = Field(128, ge=1, le=65_536)
+    max_epochs: int = Field(50, ge=1, le=10_000)
+    patience: int = Field(5, ge=1, description="stop after this many epochs without a better validation accuracy")
+    min_steps_per_epoch: int = Field(20, ge=1, description="an epoch of a tiny labelled subset repeats it up to this many batches")
+
+
+class MlpHeadConfig(LoopConfig):
+    hidden: list[int] = Field([256], min_length=1, description="units of each hidden layer")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    batch_size: int = Field(256, ge=1, le=65_536)
+    max_epochs: int = Field(50, ge=1, le=10_000)
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_units(cls, value: list[int]) -> list[int]:
+        if any(u < 1 for u in value):
+            raise ValueError("every hidden layer needs at least 1 unit")
+        return value
+
+
+class FinetuneHeadConfig(LoopConfig):
+    lr: float = Field(2e-3, gt=0.0, le=10.0, description="the head's peak learning rate (cosine decay over max_epochs)")
+    encoder_lr_ratio: float = Field(0.5, gt=0.0, le=1.0, description="encoder learning rate = lr x this (the head gets lr)")
+    head_epochs: int = Field(1, ge=0, description="epochs that train only the head (encoder frozen) before unfreezing it")
+    max_epochs: int = Field(10, ge=1, le=10_000)
+    augment: bool = Field(False, description="random shifts of the labelled images while fine-tuning")
+    max_shift: int = Field(2, ge=0, le=16, description="augment: largest shift in pixels, per axis")
+
+
 class ClassifierConfig(Section):
     head: str = Field("linear", description="classifier head (see aepipe.models.heads.HEADS)")
     labels_per_class: int | None = Field(None, ge=1, description="labelled training images per class; null = all")
     linear: LinearHeadConfig = LinearHeadConfig()
+    mlp: MlpHeadConfig = MlpHeadConfig()
+    finetune: FinetuneHeadConfig = FinetuneHeadConfig()
 
     @field_validator("head")
     @classmethod

@@ -12,6 +12,12 @@ from pydantic import BaseModel
 
 from aepipe.models.base import AutoEncoder, ModelSpec
 from aepipe.models.conv import ConvAutoEncoder, ConvOptions
+from aepipe.models.dense import DenseAutoEncoder, DenseOptions
+from aepipe.models.denoising import DenoisingAutoEncoder, DenoisingOptions
+from aepipe.models.mae import MAEOptions, MaskedAutoEncoder
+from aepipe.models.sparse import SparseAutoEncoder, SparseOptions
+from aepipe.models.vae import VAEOptions, VariationalAutoEncoder
+from aepipe.models.vae_joint import JointVAE, JointVAEOptions
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,12 @@ class Variant:
 
 REGISTRY: dict[str, Variant] = {
     "conv": Variant(ConvOptions, ConvAutoEncoder),
+    "dense": Variant(DenseOptions, DenseAutoEncoder),
+    "denoising": Variant(DenoisingOptions, DenoisingAutoEncoder),
+    "sparse": Variant(SparseOptions, SparseAutoEncoder),
+    "vae": Variant(VAEOptions, VariationalAutoEncoder),
+    "vae_joint": Variant(JointVAEOptions, JointVAE),
+    "mae": Variant(MAEOptions, MaskedAutoEncoder),
 }
 
 

@@ -24,10 +24,14 @@ class ConvEncoder(nn.Module):
 
     ``forward`` returns the latent code; ``pooled`` also returns the spatially averaged
     activations of every stage, which a linear probe separates far better than the bottleneck
-    alone (on digits: ~98.5% vs ~96% test accuracy with the same frozen encoder).
+    alone (on digits: ~98.5% vs ~96% test accuracy with the same frozen encoder). Averaging over
+    a ``pool_grid`` x ``pool_grid`` grid instead of the whole image keeps coarse layout (which
+    stroke is where): on MNIST a random encoder's probe goes from 94.0% (grid 1) to 97.5% (grid 2).
     """
 
-    def __init__(self, in_channels: int, height: int, width_px: int, width: int, depth: int, out_dim: int) -> None:
+    def __init__(
+        self, in_channels: int, height: int, width_px: int, width: int, depth: int, out_dim: int, pool_grid: int = 1
+    ) -> None:
         super().__init__()
         self.stages = nn.ModuleList([_block(in_channels, width, stride=1)])
         ch = width
@@ -36,7 +40,8 @@ class ConvEncoder(nn.Module):
             self.stages.append(_block(ch, nxt, stride=2))
             ch = nxt
         self.out_channels = ch
-        self.pooled_dim = sum(stage[0].out_channels for stage in self.stages)
+        self.pool_grid = pool_grid
+        self.pooled_dim = sum(stage[0].out_channels for stage in self.stages) * pool_grid**2
         self.grid = (stage_sizes(height, depth)[-1], stage_sizes(width_px, depth)[-1])
         self.fc = nn.Linear(ch * self.grid[0] * self.grid[1], out_dim)
 
@@ -46,11 +51,11 @@ class ConvEncoder(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
     def pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(latent, concatenated per-stage global average pools)."""
+        """(latent, concatenated per-stage average pools over a ``pool_grid`` grid)."""
         pools = []
         for stage in self.stages:
             x = stage(x)
-            pools.append(x.mean(dim=(2, 3)))
+            pools.append(nn.functional.adaptive_avg_pool2d(x, self.pool_grid).flatten(1))
         return self.fc(torch.flatten(x, 1)), torch.cat(pools, dim=1)
 
 

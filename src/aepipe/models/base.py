@@ -27,6 +27,8 @@ class ModelSpec:
     features: str = "multiscale"  # "latent": the code alone; "multiscale": stage pools + code
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    pool_grid: int = 1  # multiscale: each stage average-pooled to a pool_grid x pool_grid grid
+    n_classes: int = 0  # label classes; only variants that train with labels (vae_joint) use it
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -46,6 +48,8 @@ class ModelSpec:
             features=str(data.get("features", "latent")),
             mean=tuple(float(v) for v in data["mean"]),
             std=tuple(float(v) for v in data["std"]),
+            pool_grid=int(data.get("pool_grid", 1)),
+            n_classes=int(data.get("n_classes", 0)),
         )
 
 
@@ -53,8 +57,16 @@ class AutoEncoder(nn.Module):
     """Base class. Subclasses set up ``encoder``/``decoder`` and may override ``loss``.
 
     ``features`` is what downstream heads consume: deterministic, and for probabilistic
-    variants the posterior mean rather than a sample.
+    variants the posterior mean rather than a sample. Training-time randomness (noise, masks,
+    sampling) lives in ``forward`` and only acts in training mode.
+
+    A variant that learns from labels sets ``uses_labels``; the pretraining loop then passes
+    ``labels`` to ``loss`` (-1 = unlabelled) and adds ``labelled_per_batch`` labelled images to
+    each batch so a small labelled subset is not drowned out by the unlabelled ones.
     """
+
+    uses_labels: bool = False
+    labelled_per_batch: int = 0
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -93,7 +105,9 @@ class AutoEncoder(nn.Module):
         z = self.encode(x)
         return {"z": z, "logits": self.decode_logits(z)}
 
-    def loss(self, x: torch.Tensor, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, x: torch.Tensor, out: dict[str, torch.Tensor], labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its named parts (logged per epoch). Default: pixel MSE in [0, 1]."""
         recon = torch.sigmoid(out["logits"].float())
         mse = torch.mean((recon - x.float()) ** 2)

@@ -17,16 +17,35 @@ from aepipe.errors import ModelError
 from aepipe.io import atomic_dir
 from aepipe.models import REGISTRY, AutoEncoder, ModelSpec, build_autoencoder
 from aepipe.models.heads import HEADS
+from aepipe.models.pair import EncoderClassifier
 
 WEIGHTS = "weights.pt"
 SPEC = "spec.json"
+FINETUNED = "autoencoder"  # subdirectory of a classifier dir holding a fine-tuned autoencoder
+
+
+def _write(directory: Path, module: nn.Module, spec: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    torch.save(state, directory / WEIGHTS)
+    (directory / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 
 def save_module(directory: str | Path, module: nn.Module, spec: dict[str, Any]) -> None:
     with atomic_dir(directory) as tmp:
-        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        torch.save(state, tmp / WEIGHTS)
-        (tmp / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+        _write(tmp, module, spec)
+
+
+def save_classifier(directory: str | Path, head: nn.Module, spec: dict[str, Any], autoencoder: AutoEncoder | None = None) -> None:
+    """The head, plus the autoencoder it was trained with when training changed it (finetune).
+
+    Written as one directory swap, so a classifier dir never pairs a fine-tuned head with a
+    missing or stale encoder.
+    """
+    with atomic_dir(directory) as tmp:
+        _write(tmp, head, {**spec, "finetuned_encoder": autoencoder is not None})
+        if autoencoder is not None:
+            _write(tmp / FINETUNED, autoencoder, {"kind": "autoencoder", **autoencoder.spec.to_json()})
 
 
 def _read(directory: str | Path, what: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -80,3 +99,15 @@ def load_head(directory: str | Path, device: str | torch.device = "cpu") -> tupl
     module = HEADS[spec["head"]].module(int(spec["in_dim"]), int(spec["n_classes"]), **spec.get("options", {}))
     _load_state(module, state, Path(directory))
     return module.to(device).eval(), spec
+
+
+def load_pair(model_dir: str | Path, classifier_dir: str | Path, device: str | torch.device = "cpu") -> tuple[EncoderClassifier, dict[str, Any]]:
+    """Encoder + head as trained: the classifier dir's own fine-tuned autoencoder when it holds
+    one, else the pretrained autoencoder in ``model_dir``. ``evaluate`` and the registered MLflow
+    model both load through here, so they score the same weights."""
+    head, spec = load_head(classifier_dir, device)
+    finetuned = Path(classifier_dir) / FINETUNED
+    if spec.get("finetuned_encoder") and not finetuned.is_dir():
+        raise ModelError(f"{classifier_dir}: the head was fine-tuned with its encoder, but {finetuned} is missing; re-run `aepipe train`")
+    autoencoder = load_autoencoder(finetuned if spec.get("finetuned_encoder") else model_dir, device)
+    return EncoderClassifier(autoencoder, head).eval(), spec

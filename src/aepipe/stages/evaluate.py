@@ -1,7 +1,8 @@
 """evaluate: the only stage that touches the test split.
 
-Scores the encoder+classifier pair end to end on raw test images (the same forward path the
-registered MLflow model uses), plus reconstruction quality of the autoencoder.
+Scores the encoder+classifier pair end to end on raw test images (the same forward path and
+the same weights, fine-tuned encoder included, that the registered MLflow model uses), plus
+the reconstruction quality of the pretrained autoencoder.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from aepipe.config import Params
 from aepipe.data.prepared import load_prepared
 from aepipe.io import write_csv, write_json
-from aepipe.models.io import load_autoencoder, load_head
+from aepipe.models.io import load_autoencoder, load_pair
 from aepipe.models.pair import EncoderClassifier
 from aepipe.plots import confusion_png, examples_png, projection_png, reconstruction_png
 from aepipe.tracking.tracker import NullTracker, Tracker
@@ -24,10 +25,7 @@ from aepipe.training.device import resolve_device
 from aepipe.training.pretrain import as_tensor
 
 
-def load_pair(model_dir: str | Path, classifier_dir: str | Path, device: torch.device | str = "cpu") -> tuple[EncoderClassifier, dict[str, Any]]:
-    autoencoder = load_autoencoder(model_dir, device)
-    head, spec = load_head(classifier_dir, device)
-    return EncoderClassifier(autoencoder, head).eval(), spec
+__all__ = ["load_pair", "reconstruction_mse", "run"]
 
 
 @torch.inference_mode()
@@ -76,6 +74,8 @@ def run(
     ds = load_prepared(data_dir, mmap=True)
     device = resolve_device(params.device)
     pair, _ = load_pair(model_dir, classifier_dir, device)
+    # Reconstructions show what pretraining learnt; a fine-tuned encoder no longer fits the decoder.
+    pretrained = load_autoencoder(model_dir, device)
     classes = ds.classes
     bs = params.evaluate.batch_size
 
@@ -92,7 +92,7 @@ def run(
         "test_macro_f1": float(f1_score(y_test, pred, labels=labels, average="macro", zero_division=0)),
         "val_accuracy": float((val_pred == y_val).mean()),
         "val_macro_f1": float(f1_score(y_val, val_pred, labels=labels, average="macro", zero_division=0)),
-        "test_recon_mse": reconstruction_mse(pair.autoencoder, x_test, device, bs),
+        "test_recon_mse": reconstruction_mse(pretrained, x_test, device, bs),
         "n_test": int(len(y_test)),
         "per_class_accuracy": {k: v for k, v in per_class.items() if v == v},
     }
@@ -104,7 +104,7 @@ def run(
     k = min(params.evaluate.n_reconstructions, len(x_test))
     with torch.inference_mode():
         xb = as_tensor(x_test[:k], device).float().div_(255.0)
-        recon = pair.autoencoder.reconstruct(xb).float().cpu().numpy()
+        recon = pretrained.reconstruct(xb).float().cpu().numpy()
     reconstruction_png(xb.cpu().numpy(), recon, plots / "reconstructions.png")
     review_figures(pair, x_test, y_test, proba, classes, device, bs, plots)
 

@@ -1,7 +1,8 @@
 """train: fit the classifier head on (a labelled subset of) the training split.
 
-Model selection (e.g. the probe's C) sees only the validation split; the test split is left to
-``evaluate``.
+Model selection (the probe's C, early stopping) sees only the validation split; the test split
+is left to ``evaluate``. Heads on frozen features read ``features/``; the finetune head also
+reads the images and the autoencoder, and its fine-tuned encoder is saved in the classifier dir.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import numpy as np
 from aepipe.config import Params
 from aepipe.data.prepared import load_prepared
 from aepipe.data.splits import labelled_subset
+from aepipe.errors import ModelError
 from aepipe.io import write_csv, write_json
-from aepipe.models.heads import HEADS
-from aepipe.models.io import head_spec, save_module
+from aepipe.models.heads import HEADS, HeadData
+from aepipe.models.io import head_spec, save_classifier
 from aepipe.stages.extract import load_features
 from aepipe.tracking.tracker import NullTracker, Tracker
 from aepipe.training.device import resolve_device, seed_everything
@@ -41,8 +43,7 @@ def run(
     f_train = load_features(features_dir, "train")[picked]
     f_val = load_features(features_dir, "val")
 
-    head = HEADS[cfg.head]
-    module, info = head.fit_fn()(
+    data = HeadData(
         f_train,
         y_train[picked],
         f_val,
@@ -51,19 +52,23 @@ def run(
         cfg=cfg,
         seed=params.seed,
         device=resolve_device(params.device),
-        data_dir=data_dir,
-        model_dir=model_dir,
+        data_dir=Path(data_dir),
+        model_dir=Path(model_dir),
         picked=picked,
     )
-    curve = info.pop("curve", [])
-    spec = head_spec(cfg.head, f_train.shape[1], len(ds.classes), classes=ds.classes, labels_used=int(len(picked)), **info)
-    save_module(classifier_dir, module.cpu(), spec)
+    head = HEADS[cfg.head]
+    fit = head.fit_fn()(data)
+    if head.trains_encoder and fit.autoencoder is None:
+        raise ModelError(f"classifier.head {cfg.head!r} trains the encoder but its trainer returned none to save")
+    info = {"val_accuracy": fit.val_accuracy, **fit.info}
+    spec = head_spec(cfg.head, f_train.shape[1], len(ds.classes), classes=ds.classes, labels_used=int(len(picked)), options=fit.options, **info)
+    save_classifier(classifier_dir, fit.module.cpu(), spec, fit.autoencoder.cpu() if head.trains_encoder else None)
 
-    metrics = {"val_accuracy": info["val_accuracy"], "labels_used": int(len(picked))}
+    metrics = {"val_accuracy": fit.val_accuracy, "labels_used": int(len(picked))}
     write_json(metrics_path, metrics)
-    write_csv(Path(plots_dir) / "train_curve.csv", curve)
+    write_csv(Path(plots_dir) / "train_curve.csv", fit.curve)
     tracker.log_params({f"classifier.{k}": v for k, v in cfg.model_dump().items()})
     tracker.log_metrics(metrics | {k: v for k, v in info.items() if isinstance(v, (int, float)) and k != "val_accuracy"})
-    for row in curve:
+    for row in fit.curve:
         tracker.log_metrics({f"selection_{k}": v for k, v in row.items() if k.endswith("accuracy")}, step=row["step"])
     return {**metrics, **info, "n_classes": len(ds.classes), "class_counts": np.bincount(y_train[picked]).tolist()}

@@ -21,12 +21,11 @@ class EncoderClassifierModel(PythonModel):
     def load_context(self, context):  # noqa: ANN001 - MLflow inspects type hints; keep none
         import torch
 
-        from aepipe.models.io import load_autoencoder, load_head
-        from aepipe.models.pair import EncoderClassifier
+        from aepipe.models.io import load_pair
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        head, spec = load_head(context.artifacts["classifier"], device)
-        self.pair = EncoderClassifier(load_autoencoder(context.artifacts["autoencoder"], device), head).eval()
+        # The same loader as `evaluate`: a fine-tuned encoder inside the classifier dir wins.
+        self.pair, spec = load_pair(context.artifacts["autoencoder"], context.artifacts["classifier"], device)
         self.classes = [str(c) for c in spec["classes"]]
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201

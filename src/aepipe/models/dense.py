@@ -1,0 +1,49 @@
+"""Dense (MLP) autoencoder: the baseline that ignores image structure.
+
+Sizes come from the shared ``model.width``/``model.depth`` so a sweep over them moves every
+variant: hidden layer k has ``width * units_per_width / 2**k`` units. ``model.pool_grid`` does
+not apply (there is no spatial map); multiscale features are every hidden layer plus the code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from aepipe.models.base import AutoEncoder, ModelSpec
+
+
+class DenseOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    units_per_width: int = Field(16, ge=1, le=256, description="first hidden layer = model.width x this; halves per layer")
+
+
+def _layer(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cin, cout), nn.BatchNorm1d(cout), nn.ReLU(inplace=True))
+
+
+class DenseAutoEncoder(AutoEncoder):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        opts = DenseOptions.model_validate(spec.options)
+        pixels = math.prod(spec.input_shape)
+        hidden = [max(spec.width * opts.units_per_width // 2**k, spec.latent_dim) for k in range(spec.depth)]
+        sizes = [pixels, *hidden]
+        self.hidden = nn.ModuleList([_layer(a, b) for a, b in zip(sizes, sizes[1:])])
+        self.bottleneck = nn.Linear(hidden[-1], spec.latent_dim)
+        back = [spec.latent_dim, *hidden[::-1]]
+        self.decoder = nn.Sequential(*[_layer(a, b) for a, b in zip(back, back[1:])], nn.Linear(hidden[0], pixels))
+
+    def encode_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, acts = self.normalize(x).flatten(1), []
+        for layer in self.hidden:
+            h = layer(h)
+            acts.append(h)
+        return self.bottleneck(h), torch.cat(acts, dim=1)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).view(-1, *self.spec.input_shape)
