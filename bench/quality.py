@@ -5,8 +5,10 @@ train, evaluate; NullTracker, no MLflow) with params.yaml plus the overrides giv
 figures are what `dvc repro` produces with those params. Rows: logistic regression on raw
 pixels, PCA-50 + LR, the conv backbone trained from scratch as a CNN on the same labels, and for
 every variant the pretrained encoder and its untrained control (same architecture and seed,
-random weights, probed the same way). Model selection inside a cell and the choice of the best
-variant use the validation split only; every figure shown is test accuracy.
+random weights, probed the same way). With 100 and 1000 labels both the linear probe and the
+finetune head run (the control only probes: fine-tuning random weights is the CNN row). Model
+selection inside a cell, between heads at a label budget, and of the best variant uses the
+validation split only; every figure shown is test accuracy.
 
     PYTHONPATH=src:. python bench/quality.py --data ../shared/data/mnist.npz --epochs 2
 
@@ -29,7 +31,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL_BUDGETS = {"l10": 10, "l100": 100}  # labels per class -> 100 and 1000 labels on 10 classes
-COLUMNS = ["linear", "mlp", "finetune", "l10", "l100"]
+LABEL_HEADS = ("linear", "finetune")  # heads tried at each label budget; validation picks one
+COLUMNS = ["linear", "mlp", "finetune", "l10:linear", "l10:finetune", "l100:linear", "l100:finetune"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="pretrain.epochs (default: params.yaml)")
     p.add_argument("--limit-train", type=int, default=None, help="keep a stratified, seeded share of this many training images")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override, e.g. model.width=16 (repeatable)")
-    p.add_argument("--label-head", default="linear", help="head of the 100/1000-label cells (default: linear, the params.yaml default)")
     p.add_argument("--out", default=None, help="work dir with the cell cache (default: /tmp/aepipe-quality-<data hash>)")
     p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (1 is fastest on a shared 2-core machine)")
     return p.parse_args(argv)
@@ -132,6 +134,7 @@ class Bench:
     def head(self, params: Any, enc: dict[str, Any], score_with_evaluate: bool) -> dict[str, Any]:
         """Train the head; test accuracy from ``evaluate`` (the pair on raw test images) or, for
         frozen heads, from the head on the extracted test features (the same forward path)."""
+        from aepipe.models.heads import HEADS
         from aepipe.stages import evaluate, train
 
         enc_dir = Path(enc["dir"])
@@ -139,7 +142,7 @@ class Bench:
         def run(work: Path) -> dict[str, Any]:
             res = train.run(params, self.data, enc_dir / "features", enc_dir / "ae", work / "clf", work / "train.json", work / "plots")
             out = {"val": res["val_accuracy"], "labels_used": res["labels_used"]}
-            if params.classifier.head != "finetune":
+            if not HEADS[params.classifier.head].trains_encoder:
                 out["test"] = frozen_test_accuracy(work / "clf", enc_dir / "features", self.y_test)
             if score_with_evaluate:
                 metrics = evaluate.run(params, self.data, enc_dir / "ae", work / "clf", work / "eval.json", work / "plots")
@@ -215,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from aepipe.config import load_params
     from aepipe.models import REGISTRY
+    from aepipe.models.heads import HEADS
     from aepipe.stages import prepare
 
     torch.set_num_threads(args.threads)
@@ -245,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare.run(base, data_dir)
     bench = Bench(base, out, data_dir)
     counts = json.loads((data_dir / "meta.json").read_text())["counts"]
-    print(f"data {data} ({counts}); overrides {overrides or '{}'}; label head {args.label_head}", flush=True)
+    print(f"data {data} ({counts}); overrides {overrides or '{}'}", flush=True)
 
     rows: list[dict[str, Any]] = []
 
@@ -257,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}", flush=True)
         feats = pixel_features(bench, kind)
         row = {"name": name}
-        for col, per_class in (("linear", None), *LABEL_BUDGETS.items()):
+        for col, per_class in (("linear", None), *((f"{c}:linear", n) for c, n in LABEL_BUDGETS.items())):
             row[col] = bench.head(labelled(base, "linear", per_class), feats, score_with_evaluate=False)
         rows.append(row)
 
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print("CNN from scratch", flush=True)
     untrained_conv = bench.encoder(scratch, trained=False)
     row = {"name": "CNN from scratch (conv backbone)"}
-    for col, per_class in (("finetune", None), *LABEL_BUDGETS.items()):
+    for col, per_class in (("finetune", None), *((f"{c}:finetune", n) for c, n in LABEL_BUDGETS.items())):
         row[col] = bench.head(labelled(scratch, "finetune", per_class), untrained_conv, score_with_evaluate=True)
     rows.append(row)
 
@@ -284,27 +288,36 @@ def main(argv: list[str] | None = None) -> int:
                 row[head] = bench.head(labelled(params, head, None), enc, score_with_evaluate=head != "mlp")
             row["recon_mse"] = row["linear"].get("recon_mse")
             for col, per_class in LABEL_BUDGETS.items():
-                cell_params = labelled(params, args.label_head, per_class)
                 # a variant that pretrains with labels sees only this budget's labels: pretrain again
-                cell_enc = bench.encoder(cell_params, trained) if uses_labels and trained else enc
-                row[col] = bench.head(cell_params, cell_enc, score_with_evaluate=args.label_head == "finetune")
+                budget_enc = bench.encoder(labelled(params, "linear", per_class), trained) if uses_labels and trained else enc
+                # fine-tuning an untrained encoder is the CNN-from-scratch row
+                for head in LABEL_HEADS if trained else ("linear",):
+                    cell = labelled(params, head, per_class)
+                    row[f"{col}:{head}"] = bench.head(cell, budget_enc, score_with_evaluate=HEADS[head].trains_encoder)
             rows.append(row)
 
+    (out / "table.json").write_text(json.dumps(rows, indent=2, default=str))
     print_table(rows, variants, time.perf_counter() - t_start, bench)
     return 0
 
 
-def print_table(rows: list[dict[str, Any]], variants: list[str], seconds: float, bench: Bench) -> None:
-    def test(row: dict[str, Any], col: str) -> float | None:
-        cell = row.get(col)
-        return cell["test"] if cell else None
+def by_validation(row: dict[str, Any], budget: str) -> dict[str, Any] | None:
+    """The label-budget cell whose head did best on validation (ties: the first in LABEL_HEADS)."""
+    cells = [row[f"{budget}:{head}"] for head in LABEL_HEADS if row.get(f"{budget}:{head}")]
+    return max(cells, key=lambda c: c["val"]) if cells else None
 
-    header = ["row", "linear probe", "MLP head", "fine-tune", "100 labels", "1000 labels", "recon. MSE", "pretrain s", "val (linear)"]
+
+def print_table(rows: list[dict[str, Any]], variants: list[str], seconds: float, bench: Bench) -> None:
+    def test(cell: dict[str, Any] | None) -> str:
+        return fmt(cell["test"] if cell else None)
+
+    header = ["row", "linear probe", "MLP head", "fine-tune", "100 labels: linear", "100 labels: fine-tune",
+              "1000 labels: linear", "1000 labels: fine-tune", "recon. MSE", "pretrain s", "val (linear)"]
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        cells = [row["name"], *(fmt(test(row, c)) for c in COLUMNS)]
+        cells = [row["name"], *(test(row.get(c)) for c in COLUMNS)]
         cells.append(fmt(row.get("recon_mse"), pct=False))
         cells.append(f"{row['pretrain_seconds']:.0f}" if row.get("pretrain_seconds") else "—")
         cells.append(fmt(row["linear"]["val"]) if row.get("linear") else "—")
@@ -312,9 +325,9 @@ def print_table(rows: list[dict[str, Any]], variants: list[str], seconds: float,
     print(f"\ntest accuracy in %, {len(bench.y_test)} test images; total wall time {seconds / 60:.1f} min")
     pretrained = [r for r in rows if r.get("variant") in variants]
     best = max(pretrained, key=lambda r: r["linear"]["val"])  # chosen on validation, reported on test
-    parts = " ".join(f"{c}={fmt(test(best, c))}" for c in ("linear", "finetune", "l10", "l100"))
-    print(f"RESULT best={best['variant']} {parts}")
-
+    picks = {budget: by_validation(best, budget) for budget in LABEL_BUDGETS}
+    print(f"RESULT best={best['variant']} linear={test(best['linear'])} finetune={test(best['finetune'])} "
+          f"l10={test(picks['l10'])} l100={test(picks['l100'])}")
 
 if __name__ == "__main__":
     sys.exit(main())

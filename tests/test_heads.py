@@ -69,7 +69,7 @@ def test_mlp_stops_early_on_validation_and_writes_the_curve_dvc_plots(pretrained
     assert run["train"]["val_accuracy"] == pytest.approx(best)
     assert run["train"]["best_epoch"] == 1 + [float(r["val_accuracy"]) for r in rows].index(best)
     _, spec = load_head(tmp_path / "clf")
-    assert spec["options"] == {"hidden": [512], "dropout": 0.2}
+    assert spec["options"] == {"hidden": [256], "dropout": 0.2}
 
 
 def test_finetune_updates_the_encoder_and_saves_it_beside_the_head(pretrained: Path, tmp_path: Path) -> None:

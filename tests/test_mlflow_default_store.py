@@ -32,6 +32,7 @@ def test_cli_stages_track_into_local_sqlite(tmp_path: Path, monkeypatch: pytest.
         version = client.get_model_version_by_alias("local-digits", "challenger")
         assert str(version.version) == "1"
         assert "test accuracy" in version.description
+        monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # models-from-code: nothing unpickled
         model = mlflow.pyfunc.load_model("models:/local-digits@challenger")
         ds = load_prepared("data/prepared")
         x, y = ds.split("test")

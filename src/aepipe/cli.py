@@ -163,8 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_store_setup_logs() -> None:
+    """MLflow logs alembic migrations at INFO the first time it creates a sqlite store.
+
+    On a clean clone that is the first thing every stage prints, ahead of a real error line;
+    keep it at WARNING so a failing stage's stderr starts with its error.
+    """
+    import logging
+
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_store_setup_logs()
     try:
         from aepipe.config import load_params
 

@@ -65,14 +65,14 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
 
-    name: str = Field("conv", description="autoencoder variant (see aepipe.models.REGISTRY)")
+    name: str = Field("vae_joint", description="autoencoder variant (see aepipe.models.REGISTRY)")
     latent_dim: int = Field(64, ge=1, le=4096)
-    width: int = Field(32, ge=1, le=1024, description="channels of the first backbone stage")
+    width: int = Field(16, ge=1, le=1024, description="channels of the first backbone stage")
     depth: int = Field(2, ge=1, le=6, description="number of downsampling stages")
     features: Literal["latent", "multiscale"] = Field(
         "multiscale", description="what heads see: the code alone, or every stage's pooled activations plus the code"
     )
-    pool_grid: int = Field(1, ge=1, le=8, description="multiscale: average-pool each stage to a grid of this side (1 = global)")
+    pool_grid: int = Field(4, ge=1, le=8, description="multiscale: average-pool each stage to a grid of this side (1 = global)")
 
     @model_validator(mode="after")
     def _check_variants(self) -> "ModelConfig":
@@ -149,11 +149,10 @@ class LoopConfig(Section):
 
 
 class MlpHeadConfig(LoopConfig):
-    hidden: list[int] = Field([512], min_length=1, description="units of each hidden layer")
+    hidden: list[int] = Field([256], min_length=1, description="units of each hidden layer")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     batch_size: int = Field(256, ge=1, le=65_536)
-    max_epochs: int = Field(100, ge=1, le=10_000)
-    patience: int = Field(10, ge=1)
+    max_epochs: int = Field(50, ge=1, le=10_000)
 
     @field_validator("hidden")
     @classmethod
@@ -164,9 +163,10 @@ class MlpHeadConfig(LoopConfig):
 
 
 class FinetuneHeadConfig(LoopConfig):
-    encoder_lr_ratio: float = Field(0.1, gt=0.0, le=1.0, description="encoder learning rate = lr x this (the head gets lr)")
+    lr: float = Field(2e-3, gt=0.0, le=10.0, description="the head's peak learning rate (cosine decay over max_epochs)")
+    encoder_lr_ratio: float = Field(0.5, gt=0.0, le=1.0, description="encoder learning rate = lr x this (the head gets lr)")
     head_epochs: int = Field(1, ge=0, description="epochs that train only the head (encoder frozen) before unfreezing it")
-    max_epochs: int = Field(20, ge=1, le=10_000)
+    max_epochs: int = Field(10, ge=1, le=10_000)
     augment: bool = Field(False, description="random shifts of the labelled images while fine-tuning")
     max_shift: int = Field(2, ge=0, le=16, description="augment: largest shift in pixels, per axis")
 

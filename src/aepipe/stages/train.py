@@ -17,6 +17,7 @@ import numpy as np
 from aepipe.config import Params
 from aepipe.data.prepared import load_prepared
 from aepipe.data.splits import labelled_subset
+from aepipe.errors import ModelError
 from aepipe.io import sha256_file, write_csv, write_json
 from aepipe.models.heads import HEADS, HeadData
 from aepipe.models.io import WEIGHTS, head_spec, save_classifier
@@ -63,10 +64,13 @@ def run(
         picked=picked,
         checkpoint=ckpt,
     )
-    fit = HEADS[cfg.head].fit_fn()(data)
+    head = HEADS[cfg.head]
+    fit = head.fit_fn()(data)
+    if head.trains_encoder and fit.autoencoder is None:
+        raise ModelError(f"classifier.head {cfg.head!r} trains the encoder but its trainer returned none to save")
     info = {"val_accuracy": fit.val_accuracy, **fit.info}
     spec = head_spec(cfg.head, f_train.shape[1], len(ds.classes), classes=ds.classes, labels_used=int(len(picked)), options=fit.options, **info)
-    save_classifier(classifier_dir, fit.module.cpu(), spec, fit.autoencoder.cpu() if fit.autoencoder is not None else None)
+    save_classifier(classifier_dir, fit.module.cpu(), spec, fit.autoencoder.cpu() if head.trains_encoder else None)
     ckpt.clear()  # the classifier is saved: nothing left to resume
 
     metrics = {"val_accuracy": fit.val_accuracy, "labels_used": int(len(picked))}

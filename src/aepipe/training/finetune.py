@@ -3,13 +3,16 @@
 LP-FT style: ``head_epochs`` first train the head alone on the frozen encoder (eval mode), so
 the randomly initialised head does not wreck the pretrained features with large early
 gradients; then everything trains, the encoder at ``encoder_lr_ratio`` x the head's learning
-rate. Early stopping keeps the epoch with the best validation accuracy. The fine-tuned
+rate. Both learning rates follow a cosine decay over ``max_epochs`` (large steps early, small
+ones to settle), and early stopping keeps the epoch with the best validation accuracy. The fine-tuned
 autoencoder is returned with the head and saved beside it (see ``aepipe.models.io``), so
 ``evaluate`` and the registered model use exactly the trained pair. Every epoch is checkpointed
 (``HeadData.checkpoint``), so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -20,9 +23,7 @@ from aepipe.models.heads import FitResult, HeadData, LinearClassifier
 from aepipe.models.io import load_autoencoder
 from aepipe.models.pair import EncoderClassifier
 from aepipe.training.features import as_tensor
-from aepipe.training.loop import accuracy, epoch_batches, fit_epochs, sgd_step
-
-TRAIN_ACCURACY_SAMPLE = 5000  # training accuracy per epoch is measured on this many images
+from aepipe.training.loop import TRAIN_ACCURACY_SAMPLE, accuracy, epoch_batches, fit_epochs, sgd_step
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -57,7 +58,7 @@ def fit_finetune(data: HeadData) -> FitResult:
         [{"params": autoencoder.parameters(), "lr": opts.lr * opts.encoder_lr_ratio}, {"params": head.parameters(), "lr": opts.lr}],
         weight_decay=opts.weight_decay,
     )
-    encoder_lr = opt.param_groups[0]["lr"]
+    base_lrs = [group["lr"] for group in opt.param_groups]
     sample = torch.randperm(len(xt), generator=generator)[:TRAIN_ACCURACY_SAMPLE].to(device)
 
     def logits(x_u8: torch.Tensor) -> torch.Tensor:
@@ -67,7 +68,11 @@ def fit_finetune(data: HeadData) -> FitResult:
         frozen = epoch <= opts.head_epochs
         pair.train()
         autoencoder.train(not frozen)  # frozen: BatchNorm keeps its pretrained statistics
-        opt.param_groups[0]["lr"] = 0.0 if frozen else encoder_lr
+        decay = 0.5 * (1 + math.cos(math.pi * (epoch - 1) / opts.max_epochs))  # stateless: resume-safe
+        for group, lr in zip(opt.param_groups, base_lrs):
+            group["lr"] = lr * decay
+        if frozen:
+            opt.param_groups[0]["lr"] = 0.0
         total = torch.zeros((), device=device)
         for idx in epoch_batches(len(xt), opts.batch_size, opts.min_steps_per_epoch, generator):
             idx = idx.to(device)
@@ -85,5 +90,5 @@ def fit_finetune(data: HeadData) -> FitResult:
     stopper, curve = fit_epochs(
         pair, opt, generator, opts.max_epochs, opts.patience, data.checkpoint, train_epoch, evaluate, "fine-tuning", "lower classifier.finetune.lr"
     )
-    info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve), "encoder_lr": encoder_lr, "augment": opts.augment}
+    info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve), "encoder_lr": base_lrs[0], "augment": opts.augment}
     return FitResult(head.eval(), stopper.best, curve, info=info, autoencoder=autoencoder.eval())

@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from aepipe.models.heads import FitResult, HeadData, LinearClassifier, MLPClassifier
-from aepipe.training.loop import accuracy, epoch_batches, fit_epochs, sgd_step
+from aepipe.training.loop import TRAIN_ACCURACY_SAMPLE, accuracy, epoch_batches, fit_epochs, sgd_step
 
 
 def fit_linear(data: HeadData) -> FitResult:
@@ -62,6 +62,8 @@ def fit_mlp(data: HeadData) -> FitResult:
     ft, fv = (torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device) for f in (data.f_train, data.f_val))
     yt, yv = (torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for y in (data.y_train, data.y_val))
     opt = torch.optim.AdamW(module.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    sample = torch.randperm(len(ft), generator=generator)[:TRAIN_ACCURACY_SAMPLE].to(device)
+
     def train_epoch(epoch: int) -> torch.Tensor:
         module.train()
         total = torch.zeros((), device=device)
@@ -72,7 +74,7 @@ def fit_mlp(data: HeadData) -> FitResult:
 
     def evaluate(epoch: int) -> dict[str, float]:
         module.eval()
-        return {"step": epoch, "train_accuracy": accuracy(module, ft, yt), "val_accuracy": accuracy(module, fv, yv)}
+        return {"step": epoch, "train_accuracy": accuracy(module, ft[sample], yt[sample]), "val_accuracy": accuracy(module, fv, yv)}
 
     stopper, curve = fit_epochs(module, opt, generator, opts.max_epochs, opts.patience, data.checkpoint, train_epoch, evaluate, "mlp head training", "lower classifier.mlp.lr")
     info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve)}

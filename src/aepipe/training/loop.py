@@ -16,6 +16,8 @@ from torch import nn
 from aepipe.errors import ModelError
 from aepipe.training.checkpoint import Checkpointer, capture_rng, cpu_state, restore_rng
 
+TRAIN_ACCURACY_SAMPLE = 5000  # the per-epoch training accuracy (a curve, not a selection criterion) uses this many
+
 
 def epoch_batches(n: int, batch_size: int, min_steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Index batches for one epoch: a seeded permutation, repeated until there are at least
