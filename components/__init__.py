@@ -9,7 +9,10 @@ from components.evaluate import evaluate
 from components.extract import extract
 from components.prepare import prepare
 from components.pretrain import pretrain
+from components.pretrain_pytorchjob import pretrain_pytorchjob
 from components.register import register
 from components.train import train
 
 COMPONENTS = {"prepare": prepare, "pretrain": pretrain, "extract": extract, "train": train, "evaluate": evaluate, "register": register}
+# Drop-in for ``pretrain`` when kubeflow.pytorchjob.in_pipeline is true (multi-pod DDP).
+PRETRAIN_VARIANTS = {"pretrain": pretrain, "pretrain-pytorchjob": pretrain_pytorchjob}

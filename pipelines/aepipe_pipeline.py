@@ -13,15 +13,15 @@ from kfp.dsl import Artifact, Metrics
 
 from aepipe.config import KubeflowConfig, Params
 from aepipe.kfp_support import params_to_json
-from components import evaluate, extract, prepare, pretrain, register, train
+from components import evaluate, extract, prepare, pretrain, pretrain_pytorchjob, register, train
 
 PIPELINE_NAME = "aepipe"
 FINETUNE_HEADS = ("finetune",)  # heads that train the encoder, so their train task is a GPU task
 
 
 def gpu_stages(params: Params) -> set[str]:
-    """Training tasks: pretrain always, train when the head fine-tunes the encoder."""
-    stages = {"pretrain"}
+    """Training tasks: pretrain always (unless a PyTorchJob trains it), train when the head fine-tunes the encoder."""
+    stages = set() if params.kubeflow.pytorchjob.in_pipeline else {"pretrain"}
     if params.classifier.head in FINETUNE_HEADS:
         stages.add("train")
     return stages if params.kubeflow.accelerator_limit > 0 else set()
@@ -64,7 +64,12 @@ def build_pipeline(params: Params, image: str) -> Any:
 
         prep = step(prepare)
         data = prep.outputs["data"]
-        pre = step(pretrain, data=data)
+        if kf.pytorchjob.in_pipeline:
+            # The task itself only launches and waits: the job's pods get the GPUs; it shares their volume.
+            pre = step(pretrain_pytorchjob, data=data, image=image)
+            kubernetes.mount_pvc(pre, pvc_name=kf.pytorchjob.volume_claim, mount_path=kf.pytorchjob.workdir)
+        else:
+            pre = step(pretrain, data=data)
         ae = pre.outputs["autoencoder"]
         feats = step(extract, data=data, autoencoder=ae).outputs["features"]
         tr = step(train, data=data, features=feats, autoencoder=ae)

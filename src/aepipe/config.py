@@ -240,6 +240,9 @@ class PyTorchJobConfig(Section):
     workdir: str = Field("/workspace", pattern=r"^/", description="where the PVC is mounted; the job's working directory")
     port: int = Field(23456, ge=1024, le=65535, description="rendezvous port on the master pod")
     backoff_limit: int = Field(3, ge=0, description="pod restarts before the job fails; a restart resumes from the last checkpoint")
+    in_pipeline: bool = Field(False, description="the pipeline's pretrain task submits this PyTorchJob and waits for it, instead of training in its own pod")
+    timeout_hours: float = Field(24.0, gt=0, description="in_pipeline: how long the pretrain task waits for the job before failing")
+    poll_seconds: float = Field(30.0, gt=0, description="in_pipeline: how often the pretrain task reads the job's status")
 
 
 class KubeflowConfig(Section):

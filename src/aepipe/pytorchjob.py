@@ -8,15 +8,28 @@ through torchrun's c10d rendezvous at the master pod (``MASTER_ADDR``/``MASTER_P
 operator sets in every pod of every version), so no operator-specific rank variables are needed.
 Global rank 0 writes the outputs and MLflow records onto that volume; checkpoints live there
 too, so a restarted pod (``backoff_limit``) resumes from the last epoch.
+
+With ``kubeflow.pytorchjob.in_pipeline: true`` the pipeline's pretrain task does this itself
+(``run_in_pipeline``): it stages the prepared data and the params on the volume under
+``<workdir>/runs/<run id>``, creates the job there through the Kubernetes API, waits for it, and
+copies the autoencoder, metrics and plots back into its KFP output artifacts, so the rest of the
+pipeline does not change.
 """
 
 from __future__ import annotations
 
 import copy
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aepipe.cli import AUTOENCODER, DATA, PLOTS
 from aepipe.config import Params
+from aepipe.errors import ModelError
+from aepipe.io import write_text
 
 API_VERSION = "kubeflow.org/v1"
 CONTAINER = "pytorch"  # the operator finds the training container and its port by these names
@@ -24,7 +37,7 @@ PORT_NAME = "pytorchjob-port"
 PRETRAIN_ARGS = ["pretrain", "--data", DATA, "--model", AUTOENCODER, "--metrics", "metrics/pretrain.json", "--plots", PLOTS]
 
 
-def torchrun_command(params: Params) -> list[str]:
+def torchrun_command(params: Params, name: str | None = None) -> list[str]:
     job = params.kubeflow.pytorchjob
     return [
         "torchrun",
@@ -32,7 +45,7 @@ def torchrun_command(params: Params) -> list[str]:
         f"--nproc-per-node={procs_per_pod(params)}",
         "--rdzv-backend=c10d",
         "--rdzv-endpoint=$(MASTER_ADDR):$(MASTER_PORT)",  # expanded by Kubernetes from the operator's env
-        f"--rdzv-id={job.name}",
+        f"--rdzv-id={name or job.name}",
         "-m", "aepipe.cli", "--params", "params.yaml", *PRETRAIN_ARGS,
     ]
 
@@ -42,19 +55,24 @@ def procs_per_pod(params: Params) -> int:
     return job.gpus_per_worker or job.procs_per_worker
 
 
-def build_pytorchjob(params: Params, image: str) -> dict[str, Any]:
-    """The PyTorchJob as a dict (YAML-ready): Master x 1 + Worker x (workers - 1)."""
+def build_pytorchjob(params: Params, image: str, workdir: str | None = None, name: str | None = None, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The PyTorchJob as a dict (YAML-ready): Master x 1 + Worker x (workers - 1).
+
+    ``workdir`` (a folder on the volume, default ``kubeflow.pytorchjob.workdir``), ``name`` and
+    ``extra_env`` are what the in-pipeline launcher sets per run.
+    """
     kf, job = params.kubeflow, params.kubeflow.pytorchjob
     resources: dict[str, Any] = {"cpu": job.cpu, "memory": job.memory}
     if job.gpus_per_worker:
         resources[kf.accelerator_type] = job.gpus_per_worker
     env = [{"name": key, "valueFrom": {"secretKeyRef": {"name": kf.secret, "key": key}}} for key in kf.secret_env]
     env += [{"name": "AEPIPE_CHECKPOINT_DIR", "value": f"{job.workdir}/.aepipe/checkpoints"}, {"name": "AEPIPE_PROGRESS", "value": "0"}]
+    env += [{"name": key, "value": value} for key, value in (extra_env or {}).items()]
     container = {
         "name": CONTAINER,
         "image": image,
-        "workingDir": job.workdir,
-        "command": torchrun_command(params),
+        "workingDir": workdir or job.workdir,
+        "command": torchrun_command(params, name),
         "env": env,
         "ports": [{"name": PORT_NAME, "containerPort": job.port}],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
@@ -78,7 +96,7 @@ def build_pytorchjob(params: Params, image: str) -> dict[str, Any]:
     specs = {"Master": replicas(1)}
     if job.workers > 1:
         specs["Worker"] = replicas(job.workers - 1)
-    metadata: dict[str, Any] = {"name": job.name, "labels": {"app.kubernetes.io/part-of": "aepipe"}}
+    metadata: dict[str, Any] = {"name": name or job.name, "labels": {"app.kubernetes.io/part-of": "aepipe"}}
     if job.namespace:
         metadata["namespace"] = job.namespace
     return {
@@ -91,3 +109,103 @@ def build_pytorchjob(params: Params, image: str) -> dict[str, Any]:
             "pytorchReplicaSpecs": specs,
         },
     }
+
+
+# --- in the pipeline: submit, wait, collect -------------------------------------------------
+
+GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+OUTPUTS = {"model": AUTOENCODER, "metrics": "metrics/pretrain.json", "plots": PLOTS}
+
+
+def run_name(execution_key: str) -> str:
+    """A DNS-1123 label piece from the KFP run id: the job's name suffix and its folder on the volume."""
+    cleaned = re.sub(r"[^a-z0-9]+", "-", execution_key.lower()).strip("-")
+    if not cleaned:
+        raise ModelError("the pretrain task got an empty execution key; the pipeline passes the KFP run id")
+    return cleaned[:12].rstrip("-")
+
+
+def job_state(job: dict[str, Any]) -> tuple[str, str] | None:
+    """("Succeeded" | "Failed", message) once the operator says so, else None (still running)."""
+    for cond in reversed((job.get("status") or {}).get("conditions") or []):
+        if cond.get("type") in ("Succeeded", "Failed") and str(cond.get("status")) == "True":
+            return str(cond["type"]), str(cond.get("message") or cond.get("reason") or "")
+    return None
+
+
+def wait_for_job(
+    get: Callable[[], dict[str, Any]],
+    namespace: str,
+    name: str,
+    timeout_s: float,
+    poll_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll ``get`` (the job object) until it succeeds; a failure or the timeout is a ModelError."""
+    deadline = clock() + timeout_s
+    label = f"{namespace}/{name}"
+    while True:
+        job = get()
+        state = job_state(job)
+        if state is not None:
+            kind, message = state
+            if kind == "Succeeded":
+                return job
+            raise ModelError(f"PyTorchJob {label} failed: {message or 'no message'}; see `kubectl -n {namespace} logs {name}-master-0` (checkpoints on the volume let a re-run resume)")
+        if clock() >= deadline:
+            raise ModelError(f"PyTorchJob {label} did not finish within {timeout_s / 3600:.2f} h; raise kubeflow.pytorchjob.timeout_hours or check `kubectl -n {namespace} describe pytorchjob {name}`")
+        sleep(poll_s)
+
+
+def stage_run_dir(run_dir: Path, params: Params, data_dir: str | Path) -> None:
+    """What the job's pods read: params.yaml and data/prepared, under the run's own folder on the volume."""
+    import yaml
+
+    shutil.rmtree(run_dir / DATA, ignore_errors=True)
+    shutil.copytree(data_dir, run_dir / DATA)
+    write_text(run_dir / "params.yaml", yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+
+
+def collect_outputs(run_dir: Path, model_dir: str | Path, metrics_path: str | Path, plots_dir: str | Path) -> dict[str, Any]:
+    """Copy what rank 0 wrote on the volume into the task's output artifacts; return the metrics."""
+    import json
+
+    missing = [rel for rel in OUTPUTS.values() if not (run_dir / rel).exists()]
+    if missing:
+        raise ModelError(f"the PyTorchJob succeeded but {run_dir} lacks {', '.join(missing)}; check that rank 0 ran `aepipe pretrain` in that folder")
+    shutil.copytree(run_dir / AUTOENCODER, model_dir, dirs_exist_ok=True)
+    shutil.copy2(run_dir / OUTPUTS["metrics"], metrics_path)
+    Path(plots_dir).mkdir(parents=True, exist_ok=True)
+    for f in (run_dir / PLOTS).glob("pretrain_loss.*"):
+        shutil.copy2(f, Path(plots_dir) / f.name)
+    return dict(json.loads(Path(metrics_path).read_text()))
+
+
+def run_in_pipeline(params: Params, image: str, execution_key: str, data_dir: str | Path, model_dir: str | Path, metrics_path: str | Path, plots_dir: str | Path) -> dict[str, Any]:
+    """The pretrain task's body when ``kubeflow.pytorchjob.in_pipeline``: stage, submit, wait, collect.
+
+    Runs inside a KFP pod with the volume mounted at ``workdir`` and a service account allowed to
+    create and get ``pytorchjobs.kubeflow.org`` in the namespace (README).
+    """
+    from kubernetes import client, config
+
+    from aepipe.tracking.lineage import KEY_ENV
+
+    job = params.kubeflow.pytorchjob
+    suffix = run_name(execution_key)
+    name = f"{job.name}-{suffix}"
+    run_dir = Path(job.workdir) / "runs" / suffix
+    stage_run_dir(run_dir, params, data_dir)
+    manifest = build_pytorchjob(params, image, workdir=str(run_dir), name=name, extra_env={KEY_ENV: execution_key})
+    config.load_incluster_config()
+    namespace = job.namespace or SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    api = client.CustomObjectsApi()
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+    except client.ApiException as exc:
+        if exc.status != 409:  # 409: the job of this run exists already (a retried task): wait for it
+            raise ModelError(f"creating PyTorchJob {namespace}/{name} was refused ({exc.status} {exc.reason}); the pipeline's service account needs create/get on pytorchjobs.kubeflow.org") from None
+    wait_for_job(lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name), namespace, name, job.timeout_hours * 3600, job.poll_seconds)
+    return collect_outputs(run_dir, model_dir, metrics_path, plots_dir)
