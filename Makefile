@@ -15,7 +15,7 @@ VARIANT ?= cuda
 IMAGE   ?= aepipe
 TAG     ?= $(VERSION)-$(VARIANT)
 
-.PHONY: install run test ui audit clean image image-push image-name
+.PHONY: install run test lint ui audit clean image image-push image-name
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,12 @@ run: $(VENV)/.installed
 	@echo "Model:    reports/registration.json; MLflow store: mlflow.db + mlruns/"
 	@echo "MLflow UI: make ui   then open http://127.0.0.1:$(UI_PORT)"
 
-test: $(VENV)/.dev-installed
+test: lint
 	$(BIN)/python -m pytest
+
+# Formatting is checked, never applied, in CI: run `ruff format .` before committing.
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff format --check --quiet .
 
 ui: $(VENV)/.installed
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \

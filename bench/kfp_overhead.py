@@ -46,9 +46,22 @@ def main() -> None:
     (clone / "dvc.lock").unlink(missing_ok=True)
     (clone / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join([str(clone / "src"), str(clone)])}
-    subprocess.run([sys.executable, "-c", f"from mlflow import MlflowClient; MlflowClient({uri!r}).search_experiments()"], env=env, check=True)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join([str(clone / "src"), str(clone)]),
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from mlflow import MlflowClient; MlflowClient({uri!r}).search_experiments()",
+        ],
+        env=env,
+        check=True,
+    )
 
     dvc_s = timed([str(BIN / "dvc"), "repro", "-q"], clone, env)
     kfp_s = timed([str(BIN / "aepipe"), "pipeline", "local", "--pipeline-root", str(tmp / "kfp")], clone, env)
@@ -56,16 +69,32 @@ def main() -> None:
     timed([str(BIN / "aepipe"), "pipeline", "compile", "-o", str(compiled)], clone, env)
     spec = next(yaml.safe_load_all(compiled.read_text()))
     resources = {
-        name.removeprefix("exec-"): {k: v for k, v in e["container"]["resources"].items() if k.startswith("resource") or k == "accelerator"}
+        name.removeprefix("exec-"): {
+            k: v
+            for k, v in e["container"]["resources"].items()
+            if k.startswith("resource") or k == "accelerator"
+        }
         for name, e in spec["deploymentSpec"]["executors"].items()
     }
     dvc_acc = json.loads((clone / "metrics/eval.json").read_text())["test_accuracy"]
     (kfp_metrics,) = (tmp / "kfp").glob("*/evaluate/metrics")
-    print(json.dumps({
-        "overrides": args.param, "dvc_repro_s": dvc_s, "kfp_local_s": kfp_s, "overhead_s": round(kfp_s - dvc_s, 1),
-        "dvc_test_accuracy": dvc_acc, "kfp_test_accuracy": json.loads(kfp_metrics.read_text())["test_accuracy"], "yaml_bytes": compiled.stat().st_size, "resources": resources,
-        "load_average": os.getloadavg(), "workdir": str(tmp),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "overrides": args.param,
+                "dvc_repro_s": dvc_s,
+                "kfp_local_s": kfp_s,
+                "overhead_s": round(kfp_s - dvc_s, 1),
+                "dvc_test_accuracy": dvc_acc,
+                "kfp_test_accuracy": json.loads(kfp_metrics.read_text())["test_accuracy"],
+                "yaml_bytes": compiled.stat().st_size,
+                "resources": resources,
+                "load_average": os.getloadavg(),
+                "workdir": str(tmp),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,13 +37,34 @@ COLUMNS = ["linear", "mlp", "finetune", "l10:linear", "l10:finetune", "l100:line
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="npz with x_train, y_train, x_test, y_test (Keras layout) or x, y")
-    p.add_argument("--variants", default=None, help="comma-separated model.name values (default: every registered variant)")
+    p.add_argument(
+        "--data", required=True, help="npz with x_train, y_train, x_test, y_test (Keras layout) or x, y"
+    )
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated model.name values (default: every registered variant)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="pretrain.epochs (default: params.yaml)")
-    p.add_argument("--limit-train", type=int, default=None, help="keep a stratified, seeded share of this many training images")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override, e.g. model.width=16 (repeatable)")
-    p.add_argument("--out", default=None, help="work dir with the cell cache (default: /tmp/aepipe-quality-<data hash>)")
-    p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (1 is fastest on a shared 2-core machine)")
+    p.add_argument(
+        "--limit-train",
+        type=int,
+        default=None,
+        help="keep a stratified, seeded share of this many training images",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params override, e.g. model.width=16 (repeatable)",
+    )
+    p.add_argument(
+        "--out", default=None, help="work dir with the cell cache (default: /tmp/aepipe-quality-<data hash>)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch/BLAS threads (1 is fastest on a shared 2-core machine)"
+    )
     return p.parse_args(argv)
 
 
@@ -98,7 +119,9 @@ class Bench:
         blob = json.dumps([kind, params.flat(), self.data_hash, upstream], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def cached(self, kind: str, params: Any, fn: Callable[[Path], dict[str, Any]], upstream: str = "") -> dict[str, Any]:
+    def cached(
+        self, kind: str, params: Any, fn: Callable[[Path], dict[str, Any]], upstream: str = ""
+    ) -> dict[str, Any]:
         """``upstream``: the cell this one builds on (its work dir), part of the cache key."""
         key = self.key(kind, params, upstream)
         done = self.out / "cells" / f"{kind}-{key}.json"
@@ -140,16 +163,30 @@ class Bench:
         enc_dir = Path(enc["dir"])
 
         def run(work: Path) -> dict[str, Any]:
-            res = train.run(params, self.data, enc_dir / "features", enc_dir / "ae", work / "clf", work / "train.json", work / "plots")
+            res = train.run(
+                params,
+                self.data,
+                enc_dir / "features",
+                enc_dir / "ae",
+                work / "clf",
+                work / "train.json",
+                work / "plots",
+            )
             out = {"val": res["val_accuracy"], "labels_used": res["labels_used"]}
             if not HEADS[params.classifier.head].trains_encoder:
                 out["test"] = frozen_test_accuracy(work / "clf", enc_dir / "features", self.y_test)
             if score_with_evaluate:
-                metrics = evaluate.run(params, self.data, enc_dir / "ae", work / "clf", work / "eval.json", work / "plots")
+                metrics = evaluate.run(
+                    params, self.data, enc_dir / "ae", work / "clf", work / "eval.json", work / "plots"
+                )
                 if "test" in out and abs(out["test"] - metrics["test_accuracy"]) > 1e-3:
-                    raise RuntimeError(f"{work}: evaluate ({metrics['test_accuracy']}) and the features ({out['test']}) disagree")
+                    raise RuntimeError(
+                        f"{work}: evaluate ({metrics['test_accuracy']}) and the features ({out['test']}) disagree"
+                    )
                 out |= {"test": metrics["test_accuracy"], "recon_mse": metrics["test_recon_mse"]}
-            shutil.rmtree(work / "clf", ignore_errors=True)  # fine-tuned encoders add up; the figures are kept
+            shutil.rmtree(
+                work / "clf", ignore_errors=True
+            )  # fine-tuned encoders add up; the figures are kept
             return out
 
         return self.cached(f"head-{params.classifier.head}", params, run, upstream=enc["dir"])
@@ -165,7 +202,9 @@ def save_untrained(params: Any, data_dir: Path, model_dir: Path) -> None:
 
     ds = load_prepared(data_dir, mmap=True)
     seed_everything(params.seed)
-    model = build_autoencoder(spec_from_params(params, ds.input_shape, ds.meta["mean"], ds.meta["std"], n_classes=len(ds.classes)))
+    model = build_autoencoder(
+        spec_from_params(params, ds.input_shape, ds.meta["mean"], ds.meta["std"], n_classes=len(ds.classes))
+    )
     save_autoencoder(model_dir, model.eval())
 
 
@@ -189,7 +228,10 @@ def pixel_features(bench: Bench, kind: str) -> dict[str, Any]:
 
     def run(work: Path) -> dict[str, Any]:
         ds = load_prepared(bench.data, mmap=True)
-        flat = {s: ds.split(s)[0].reshape(len(ds.splits[s]), -1).astype(np.float32) / 255.0 for s in ("train", "val", "test")}
+        flat = {
+            s: ds.split(s)[0].reshape(len(ds.splits[s]), -1).astype(np.float32) / 255.0
+            for s in ("train", "val", "test")
+        }
         if kind == "pca50":
             from sklearn.decomposition import PCA
 
@@ -241,10 +283,15 @@ def main(argv: list[str] | None = None) -> int:
         overrides["pretrain.epochs"] = args.epochs
     base = load_params(REPO / "params.yaml")
     out = Path(args.out or f"/tmp/aepipe-quality-{hashlib.sha256(data.read_bytes()).hexdigest()[:12]}")
-    source = limited_npz(data, args.limit_train, base.data.seed, out / "limited.npz") if args.limit_train else data
+    source = (
+        limited_npz(data, args.limit_train, base.data.seed, out / "limited.npz") if args.limit_train else data
+    )
     base = with_overrides(base, {**overrides, "data.source": f"npz:{source}"})
 
-    data_dir = out / f"prepared-{hashlib.sha256(json.dumps(base.data.model_dump(mode='json')).encode()).hexdigest()[:12]}"
+    data_dir = (
+        out
+        / f"prepared-{hashlib.sha256(json.dumps(base.data.model_dump(mode='json')).encode()).hexdigest()[:12]}"
+    )
     if not (data_dir / "meta.json").is_file():
         prepare.run(base, data_dir)
     bench = Bench(base, out, data_dir)
@@ -267,12 +314,21 @@ def main(argv: list[str] | None = None) -> int:
 
     # The conv backbone as a plain CNN trained from scratch: the finetune head on an untrained
     # encoder, encoder at the head's learning rate from the first epoch.
-    scratch = with_overrides(base, {"model.name": "conv", "classifier.finetune.encoder_lr_ratio": 1.0, "classifier.finetune.head_epochs": 0})
+    scratch = with_overrides(
+        base,
+        {
+            "model.name": "conv",
+            "classifier.finetune.encoder_lr_ratio": 1.0,
+            "classifier.finetune.head_epochs": 0,
+        },
+    )
     print("CNN from scratch", flush=True)
     untrained_conv = bench.encoder(scratch, trained=False)
     row = {"name": "CNN from scratch (conv backbone)"}
     for col, per_class in (("finetune", None), *((f"{c}:finetune", n) for c, n in LABEL_BUDGETS.items())):
-        row[col] = bench.head(labelled(scratch, "finetune", per_class), untrained_conv, score_with_evaluate=True)
+        row[col] = bench.head(
+            labelled(scratch, "finetune", per_class), untrained_conv, score_with_evaluate=True
+        )
     rows.append(row)
 
     for variant in variants:
@@ -281,7 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         for trained in (True, False):
             print(f"{variant} ({'pretrained' if trained else 'untrained control'})", flush=True)
             enc = bench.encoder(params, trained)
-            row = {"name": variant if trained else f"{variant}: untrained control", "variant": variant if trained else None}
+            row = {
+                "name": variant if trained else f"{variant}: untrained control",
+                "variant": variant if trained else None,
+            }
             row["pretrain_seconds"] = enc["pretrain_seconds"]
             for head in ("linear", "mlp", "finetune") if trained else ("linear", "mlp"):
                 # evaluate.run once per encoder (linear) for the reconstruction MSE, and for finetune
@@ -289,11 +348,17 @@ def main(argv: list[str] | None = None) -> int:
             row["recon_mse"] = row["linear"].get("recon_mse")
             for col, per_class in LABEL_BUDGETS.items():
                 # a variant that pretrains with labels sees only this budget's labels: pretrain again
-                budget_enc = bench.encoder(labelled(params, "linear", per_class), trained) if uses_labels and trained else enc
+                budget_enc = (
+                    bench.encoder(labelled(params, "linear", per_class), trained)
+                    if uses_labels and trained
+                    else enc
+                )
                 # fine-tuning an untrained encoder is the CNN-from-scratch row
                 for head in LABEL_HEADS if trained else ("linear",):
                     cell = labelled(params, head, per_class)
-                    row[f"{col}:{head}"] = bench.head(cell, budget_enc, score_with_evaluate=HEADS[head].trains_encoder)
+                    row[f"{col}:{head}"] = bench.head(
+                        cell, budget_enc, score_with_evaluate=HEADS[head].trains_encoder
+                    )
             rows.append(row)
 
     (out / "table.json").write_text(json.dumps(rows, indent=2, default=str))
@@ -311,8 +376,19 @@ def print_table(rows: list[dict[str, Any]], variants: list[str], seconds: float,
     def test(cell: dict[str, Any] | None) -> str:
         return fmt(cell["test"] if cell else None)
 
-    header = ["row", "linear probe", "MLP head", "fine-tune", "100 labels: linear", "100 labels: fine-tune",
-              "1000 labels: linear", "1000 labels: fine-tune", "recon. MSE", "pretrain s", "val (linear)"]
+    header = [
+        "row",
+        "linear probe",
+        "MLP head",
+        "fine-tune",
+        "100 labels: linear",
+        "100 labels: fine-tune",
+        "1000 labels: linear",
+        "1000 labels: fine-tune",
+        "recon. MSE",
+        "pretrain s",
+        "val (linear)",
+    ]
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -326,8 +402,11 @@ def print_table(rows: list[dict[str, Any]], variants: list[str], seconds: float,
     pretrained = [r for r in rows if r.get("variant") in variants]
     best = max(pretrained, key=lambda r: r["linear"]["val"])  # chosen on validation, reported on test
     picks = {budget: by_validation(best, budget) for budget in LABEL_BUDGETS}
-    print(f"RESULT best={best['variant']} linear={test(best['linear'])} finetune={test(best['finetune'])} "
-          f"l10={test(picks['l10'])} l100={test(picks['l100'])}")
+    print(
+        f"RESULT best={best['variant']} linear={test(best['linear'])} finetune={test(best['finetune'])} "
+        f"l10={test(picks['l10'])} l100={test(picks['l100'])}"
+    )
+
 
 if __name__ == "__main__":
     sys.exit(main())

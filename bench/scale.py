@@ -43,12 +43,27 @@ CLASSES = 10
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated image counts")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override, e.g. model.width=4 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params override, e.g. model.width=4 (repeatable)",
+    )
     p.add_argument("--params", default=str(REPO / "params.yaml"), help="base params file")
-    p.add_argument("--workdir", default=None, help="where the temporary data goes (default: the system temp dir)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads in the measured process (default: torch's own choice)")
+    p.add_argument(
+        "--workdir", default=None, help="where the temporary data goes (default: the system temp dir)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads in the measured process (default: torch's own choice)",
+    )
     p.add_argument("--keep", action="store_true", help="keep each size's directory")
-    p.add_argument("--one", nargs=2, metavar=("SOURCE_DIR", "WORK_DIR"), help=argparse.SUPPRESS)  # internal: the measured child
+    p.add_argument(
+        "--one", nargs=2, metavar=("SOURCE_DIR", "WORK_DIR"), help=argparse.SUPPRESS
+    )  # internal: the measured child
     return p.parse_args(argv)
 
 
@@ -73,7 +88,13 @@ def params_with(path: str, overrides: list[str], source: str) -> Any:
     from aepipe.config import load_params
     from aepipe.pipeline_cli import apply_overrides
 
-    forced = [f"data.source={source}", "pretrain.epochs=1", "pretrain.init_from=null", "pretrain.data_mode=stream", "device=cpu"]
+    forced = [
+        f"data.source={source}",
+        "pretrain.epochs=1",
+        "pretrain.init_from=null",
+        "pretrain.data_mode=stream",
+        "device=cpu",
+    ]
     return apply_overrides(load_params(path), forced + overrides, path)  # --set values come last and win
 
 
@@ -86,7 +107,9 @@ def child(source: Path, work: Path, overrides: list[str], params_path: str) -> d
     out: dict[str, Any] = {"data_mode": params.pretrain.data_mode, "width": params.model.width}
     steps = {
         "prepare": lambda: prepare.run(params, work / "prepared"),
-        "pretrain": lambda: pretrain.run(params, work / "prepared", work / "ae", work / "pretrain.json", work / "plots"),
+        "pretrain": lambda: pretrain.run(
+            params, work / "prepared", work / "ae", work / "pretrain.json", work / "plots"
+        ),
         "extract": lambda: extract.run(params, work / "prepared", work / "ae", work / "features"),
     }
     for name, fn in steps.items():
@@ -104,7 +127,11 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         synthesize(root / "source", n)
         generated = time.perf_counter() - t0
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]), "AEPIPE_PROGRESS": "0"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "AEPIPE_PROGRESS": "0",
+        }
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
         cmd = [sys.executable, __file__, "--one", str(root / "source"), str(root), "--params", args.params]
@@ -131,23 +158,33 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(Path(args.one[0]), Path(args.one[1]), args.set, args.params)))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"{'images':>9} {'prepare s':>10} {'pretrain s':>11} {'extract s':>10} {'total s':>9} {'us/image':>9} {'peak RSS MB':>12}  (after prepare / pretrain / extract)")
+    print(
+        f"{'images':>9} {'prepare s':>10} {'pretrain s':>11} {'extract s':>10} {'total s':>9} {'us/image':>9} {'peak RSS MB':>12}  (after prepare / pretrain / extract)"
+    )
     rows = []
     for n in sizes:
         r = run_size(n, args)
         total = r["prepare_s"] + r["pretrain_s"] + r["extract_s"]
         r |= {"total_s": total, "us_per_image": total / n * 1e6}
         rows.append(r)
-        print(f"{n:>9} {r['prepare_s']:>10.1f} {r['pretrain_s']:>11.1f} {r['extract_s']:>10.1f} {total:>9.1f} {r['us_per_image']:>9.1f} {r['extract_peak_rss_mb']:>12.0f}"
-              f"  ({r['prepare_peak_rss_mb']:.0f} / {r['pretrain_peak_rss_mb']:.0f} / {r['extract_peak_rss_mb']:.0f}; data_mode {r['data_mode']}, width {r['width']}, synthesis {r['generate_s']:.1f} s)", flush=True)
+        print(
+            f"{n:>9} {r['prepare_s']:>10.1f} {r['pretrain_s']:>11.1f} {r['extract_s']:>10.1f} {total:>9.1f} {r['us_per_image']:>9.1f} {r['extract_peak_rss_mb']:>12.0f}"
+            f"  ({r['prepare_peak_rss_mb']:.0f} / {r['pretrain_peak_rss_mb']:.0f} / {r['extract_peak_rss_mb']:.0f}; data_mode {r['data_mode']}, width {r['width']}, synthesis {r['generate_s']:.1f} s)",
+            flush=True,
+        )
     ratio = rows[-1]["extract_peak_rss_mb"] / rows[0]["extract_peak_rss_mb"]
-    print("RESULT " + " ".join([
-        "sizes=" + ",".join(str(r["n"]) for r in rows),
-        "seconds=" + ",".join(f"{r['total_s']:.1f}" for r in rows),
-        "us_per_image=" + ",".join(f"{r['us_per_image']:.1f}" for r in rows),
-        "peak_rss_mb=" + ",".join(f"{r['extract_peak_rss_mb']:.0f}" for r in rows),
-        f"rss_ratio={ratio:.2f}",
-    ]))
+    print(
+        "RESULT "
+        + " ".join(
+            [
+                "sizes=" + ",".join(str(r["n"]) for r in rows),
+                "seconds=" + ",".join(f"{r['total_s']:.1f}" for r in rows),
+                "us_per_image=" + ",".join(f"{r['us_per_image']:.1f}" for r in rows),
+                "peak_rss_mb=" + ",".join(f"{r['extract_peak_rss_mb']:.0f}" for r in rows),
+                f"rss_ratio={ratio:.2f}",
+            ]
+        )
+    )
     return 0
 
 

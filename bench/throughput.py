@@ -49,9 +49,15 @@ BATCH = 256
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="npz with x_train (+ y_train ...) in the Keras layout, or x + y")
-    p.add_argument("--params", default=str(REPO / "params.yaml"), help="params file whose model section is benchmarked")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (default: all)")
+    p.add_argument(
+        "--data", required=True, help="npz with x_train (+ y_train ...) in the Keras layout, or x + y"
+    )
+    p.add_argument(
+        "--params", default=str(REPO / "params.yaml"), help="params file whose model section is benchmarked"
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, help="use only the first N training images (default: all)"
+    )
     p.add_argument("--repeats", type=int, default=3, help="measured epochs per loop (best counts)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
@@ -104,7 +110,9 @@ class Bench:
         return model.to(memory_format=torch.channels_last) if channels_last else model
 
     def cfg(self, **kw: Any) -> Any:
-        return self.params.pretrain.model_copy(update={"epochs": 1, "batch_size": BATCH, "data_mode": "memory", **kw})
+        return self.params.pretrain.model_copy(
+            update={"epochs": 1, "batch_size": BATCH, "data_mode": "memory", **kw}
+        )
 
     # (a) and its data path
     def seed_loader(self) -> torch.utils.data.DataLoader:
@@ -118,9 +126,13 @@ class Bench:
                 return len(self.x)
 
             def __getitem__(self, i: int) -> torch.Tensor:
-                return self.to_tensor(self.x[i].transpose(1, 2, 0))  # H x W x C uint8 -> C x H x W float in [0, 1]
+                return self.to_tensor(
+                    self.x[i].transpose(1, 2, 0)
+                )  # H x W x C uint8 -> C x H x W float in [0, 1]
 
-        return torch.utils.data.DataLoader(NumpyImages(self.x_train), batch_size=BATCH, shuffle=True, num_workers=0)
+        return torch.utils.data.DataLoader(
+            NumpyImages(self.x_train), batch_size=BATCH, shuffle=True, num_workers=0
+        )
 
     def seed_loop(self) -> int:
         model, loader = self.model(), self.seed_loader()
@@ -147,7 +159,15 @@ class Bench:
 
         ckpt = Checkpointer(self.workdir / "checkpoint")
         ckpt.clear()  # a fresh run each time, never a resume
-        pretrain(self.model(), self.x_train, self.x_val, self.cfg(**cfg), torch.Generator().manual_seed(0), self.device, checkpoint=ckpt)
+        pretrain(
+            self.model(),
+            self.x_train,
+            self.x_val,
+            self.cfg(**cfg),
+            torch.Generator().manual_seed(0),
+            self.device,
+            checkpoint=ckpt,
+        )
         return len(self.x_train)
 
     def project_data(self) -> int:
@@ -164,7 +184,9 @@ class Bench:
         from aepipe.training.batches import make_source
         from aepipe.training.pretrain import to_float
 
-        source = make_source(self.rows, None, "stream", self.device, self.params.pretrain.stream_buffer_mb << 20)
+        source = make_source(
+            self.rows, None, "stream", self.device, self.params.pretrain.stream_buffer_mb << 20
+        )
         n = 0
         for xb, _ in source.epoch(BATCH, torch.Generator().manual_seed(0)):
             n += len(to_float(xb, False))
@@ -176,7 +198,10 @@ class Bench:
 
         if not hasattr(self, "_floor"):
             cl = wants_channels_last("auto", self.device)
-            self._floor = [torch.from_numpy(self.x_train[i : i + BATCH]).to(self.device).float().div_(255.0) for i in range(0, len(self.x_train), BATCH)]
+            self._floor = [
+                torch.from_numpy(self.x_train[i : i + BATCH]).to(self.device).float().div_(255.0)
+                for i in range(0, len(self.x_train), BATCH)
+            ]
             if cl:
                 self._floor = [b.contiguous(memory_format=torch.channels_last) for b in self._floor]
         return self._floor
@@ -199,7 +224,13 @@ class Bench:
     def extract(self) -> int:
         from aepipe.training.features import extract_to_npy
 
-        return extract_to_npy(self.model(), self.rows, self.device, self.workdir / "features.npy", self.params.evaluate.batch_size)[0]
+        return extract_to_npy(
+            self.model(),
+            self.rows,
+            self.device,
+            self.workdir / "features.npy",
+            self.params.evaluate.batch_size,
+        )[0]
 
     def compile_gain(self, epochs: int = 3) -> tuple[float, float]:
         """(compiled, eager) images/s: medians over epochs 2.. of a compiled run (the first epoch
@@ -208,7 +239,14 @@ class Bench:
 
         rates = []
         for compiled in (True, False):
-            history = pretrain(self.model(), self.x_train, self.x_val, self.cfg(epochs=epochs, compile=compiled), torch.Generator().manual_seed(0), self.device)
+            history = pretrain(
+                self.model(),
+                self.x_train,
+                self.x_val,
+                self.cfg(epochs=epochs, compile=compiled),
+                torch.Generator().manual_seed(0),
+                self.device,
+            )
             rates.append(statistics.median(len(self.x_train) / h.seconds for h in history[1:]))
         return rates[0], rates[1]
 
@@ -236,14 +274,26 @@ def measure(bench: Bench, repeats: int, compile_too: bool) -> dict[str, float]:
     for r in range(repeats):
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:  # rotate, so no loop always runs first
             samples[key].append(timed(loops[key], dev))
-        print(f"  [{dev.type}] repeat {r + 1}/{repeats}: " + " ".join(f"{k}={v[-1]:.0f}" for k, v in samples.items()), flush=True)
+        print(
+            f"  [{dev.type}] repeat {r + 1}/{repeats}: "
+            + " ".join(f"{k}={v[-1]:.0f}" for k, v in samples.items()),
+            flush=True,
+        )
     out = {k: statistics.median(v) for k, v in samples.items()} | {"default_channels_last": float(default_cl)}
     for key, values in samples.items():
-        print(f"  {dev.type:4} {key:24} median {statistics.median(values):12.0f}  best {max(values):12.0f} img/s")
-    for name, num, den in (("floor_ratio", "project_ips", "floor_ips"), ("data_ratio", "project_data_ips", "seed_data_ips"), ("layout_ratio", "project_other_layout_ips", "project_ips")):
+        print(
+            f"  {dev.type:4} {key:24} median {statistics.median(values):12.0f}  best {max(values):12.0f} img/s"
+        )
+    for name, num, den in (
+        ("floor_ratio", "project_ips", "floor_ips"),
+        ("data_ratio", "project_data_ips", "seed_data_ips"),
+        ("layout_ratio", "project_other_layout_ips", "project_ips"),
+    ):
         ratios = [a / b for a, b in zip(samples[num], samples[den])]
         out[name] = statistics.median(ratios)
-        print(f"  {dev.type:4} {name:24} median {out[name]:.3f} of {', '.join(f'{r:.3f}' for r in ratios)} (each {num} / {den} of one repeat)")
+        print(
+            f"  {dev.type:4} {name:24} median {out[name]:.3f} of {', '.join(f'{r:.3f}' for r in ratios)} (each {num} / {den} of one repeat)"
+        )
     if compile_too:
         try:
             out["compiled_ips"], out["eager_ips"] = bench.compile_gain()
@@ -255,16 +305,26 @@ def measure(bench: Bench, repeats: int, compile_too: bool) -> dict[str, float]:
 def report(dev: torch.device, r: dict[str, float], n: int) -> None:
     print(f"\n== {dev.type} ({n} training images, batch {BATCH}) ==")
     print(f"(a) seed-style loop       {r['seed_ips']:10.0f} img/s")
-    print(f"(b) project loop          {r['project_ips']:10.0f} img/s   {r['project_ips'] / r['seed_ips']:.2f}x the seed-style loop")
-    print(f"(c) compute floor         {r['floor_ips']:10.0f} img/s   floor_ratio (b)/(c) = {r['floor_ratio']:.3f}")
+    print(
+        f"(b) project loop          {r['project_ips']:10.0f} img/s   {r['project_ips'] / r['seed_ips']:.2f}x the seed-style loop"
+    )
+    print(
+        f"(c) compute floor         {r['floor_ips']:10.0f} img/s   floor_ratio (b)/(c) = {r['floor_ratio']:.3f}"
+    )
     print(f"(d) seed data path        {r['seed_data_ips']:10.0f} img/s")
-    print(f"(d) project data path     {r['project_data_ips']:10.0f} img/s   data_ratio = {r['data_ratio']:.1f}")
+    print(
+        f"(d) project data path     {r['project_data_ips']:10.0f} img/s   data_ratio = {r['data_ratio']:.1f}"
+    )
     print(f"    streamed data path    {r['stream_data_ips']:10.0f} img/s   (blocks read from x.npy)")
     print(f"    extraction            {r['extract_ips']:10.0f} img/s")
     gain = r["layout_ratio"] if not r["default_channels_last"] else 1 / r["layout_ratio"]
-    print(f"    channels_last         x{gain:.2f} on the project loop (on vs off; default here: {'on' if r['default_channels_last'] else 'off'})")
+    print(
+        f"    channels_last         x{gain:.2f} on the project loop (on vs off; default here: {'on' if r['default_channels_last'] else 'off'})"
+    )
     if "compiled_ips" in r:
-        print(f"    torch.compile         x{r['compiled_ips'] / r['eager_ips']:.2f} on the project loop ({r['compiled_ips']:.0f} vs {r['eager_ips']:.0f} img/s eager, measured back to back)")
+        print(
+            f"    torch.compile         x{r['compiled_ips'] / r['eager_ips']:.2f} on the project loop ({r['compiled_ips']:.0f} vs {r['eager_ips']:.0f} img/s eager, measured back to back)"
+        )
     if dev.type == "cuda":
         print(f"    one 60k-image epoch   {60000 / r['project_ips']:10.3f} s (project loop)")
 
@@ -281,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     devices = [torch.device("cpu")] if args.devices in ("auto", "cpu") else []
     if args.devices == "cuda" or (args.devices == "auto" and torch.cuda.is_available()):
         devices.append(torch.device("cuda"))
-    print(f"data {args.data}: {x.shape}, model {params.model.name} width {params.model.width} depth {params.model.depth}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeats {args.repeats}")
+    print(
+        f"data {args.data}: {x.shape}, model {params.model.name} width {params.model.width} depth {params.model.depth}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeats {args.repeats}"
+    )
     results = {}
     with tempfile.TemporaryDirectory(prefix="aepipe-throughput-") as tmp:
         for dev in devices:
@@ -291,13 +353,21 @@ def main(argv: list[str] | None = None) -> int:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     r = results["cpu"] if "cpu" in results else results["cuda"]
     fields = {
-        "seed_ips": r["seed_ips"], "project_ips": r["project_ips"], "floor_ips": r["floor_ips"],
-        "data_ratio": r["data_ratio"], "floor_ratio": r["floor_ratio"],
-        "extract_ips": r["extract_ips"], "peak_rss_mb": peak_mb,
+        "seed_ips": r["seed_ips"],
+        "project_ips": r["project_ips"],
+        "floor_ips": r["floor_ips"],
+        "data_ratio": r["data_ratio"],
+        "floor_ratio": r["floor_ratio"],
+        "extract_ips": r["extract_ips"],
+        "peak_rss_mb": peak_mb,
     }
     if "cuda" in results:
         c = results["cuda"]
-        fields |= {"cuda_project_ips": c["project_ips"], "cuda_floor_ratio": c["floor_ratio"], "cuda_epoch60k_s": 60000 / c["project_ips"]}
+        fields |= {
+            "cuda_project_ips": c["project_ips"],
+            "cuda_floor_ratio": c["floor_ratio"],
+            "cuda_epoch60k_s": 60000 / c["project_ips"],
+        }
     print("\nRESULT " + " ".join(f"{k}={v:.3f}" if v < 100 else f"{k}={v:.0f}" for k, v in fields.items()))
     return 0
 

@@ -13,6 +13,13 @@ from components.pretrain_pytorchjob import pretrain_pytorchjob
 from components.register import register
 from components.train import train
 
-COMPONENTS = {"prepare": prepare, "pretrain": pretrain, "extract": extract, "train": train, "evaluate": evaluate, "register": register}
+COMPONENTS = {
+    "prepare": prepare,
+    "pretrain": pretrain,
+    "extract": extract,
+    "train": train,
+    "evaluate": evaluate,
+    "register": register,
+}
 # Drop-in for ``pretrain`` when kubeflow.pytorchjob.in_pipeline is true (multi-pod DDP).
 PRETRAIN_VARIANTS = {"pretrain": pretrain, "pretrain-pytorchjob": pretrain_pytorchjob}

@@ -24,10 +24,21 @@ def evaluate(
     from aepipe import kfp_support
 
     result = kfp_support.run_stage_json(
-        "evaluate", params_json, execution_key, data_dir=data.path, model_dir=autoencoder.path,
-        classifier_dir=classifier.path, metrics_path=metrics.path, plots_dir=plots.path,
+        "evaluate",
+        params_json,
+        execution_key,
+        data_dir=data.path,
+        model_dir=autoencoder.path,
+        classifier_dir=classifier.path,
+        metrics_path=metrics.path,
+        plots_dir=plots.path,
     )
     figures = Path(plots.path)
     kfp_support.log_scalars(metrics, result)
     kfp_support.log_confusion(confusion, figures / "confusion.csv", data.path)
-    kfp_support.write_report(report.path, "Evaluation (test split)", result, [figures / "confusion.png", figures / "reconstructions.png"])
+    kfp_support.write_report(
+        report.path,
+        "Evaluation (test split)",
+        result,
+        [figures / "confusion.png", figures / "reconstructions.png"],
+    )

@@ -12,5 +12,7 @@ def prepare(params_json: str, execution_key: str, data: Output[Dataset], summary
     from aepipe import kfp_support
 
     result = kfp_support.run_stage_json("prepare", params_json, execution_key, out_dir=data.path)
-    kfp_support.log_scalars(summary, {f"n_{k}": v for k, v in result["counts"].items()} | {"classes": result["classes"]})
+    kfp_support.log_scalars(
+        summary, {f"n_{k}": v for k, v in result["counts"].items()} | {"classes": result["classes"]}
+    )
     data.metadata["data_hash"] = result["data_hash"]

@@ -22,7 +22,15 @@ def pretrain(
     from aepipe import kfp_support
 
     result = kfp_support.run_stage_json(
-        "pretrain", params_json, execution_key, data_dir=data.path, model_dir=autoencoder.path, metrics_path=metrics.path, plots_dir=plots.path
+        "pretrain",
+        params_json,
+        execution_key,
+        data_dir=data.path,
+        model_dir=autoencoder.path,
+        metrics_path=metrics.path,
+        plots_dir=plots.path,
     )
     kfp_support.log_scalars(metrics, result)
-    kfp_support.write_report(report.path, "Autoencoder pretraining", result, [Path(plots.path) / "pretrain_loss.png"])
+    kfp_support.write_report(
+        report.path, "Autoencoder pretraining", result, [Path(plots.path) / "pretrain_loss.png"]
+    )

@@ -29,6 +29,10 @@ def pretrain_pytorchjob(
     from aepipe.pytorchjob import run_in_pipeline
 
     params = kfp_support.params_from_json(params_json)
-    result = run_in_pipeline(params, image, execution_key, data.path, autoencoder.path, metrics.path, plots.path)
+    result = run_in_pipeline(
+        params, image, execution_key, data.path, autoencoder.path, metrics.path, plots.path
+    )
     kfp_support.log_scalars(metrics, result)
-    kfp_support.write_report(report.path, "Autoencoder pretraining (PyTorchJob)", result, [Path(plots.path) / "pretrain_loss.png"])
+    kfp_support.write_report(
+        report.path, "Autoencoder pretraining (PyTorchJob)", result, [Path(plots.path) / "pretrain_loss.png"]
+    )

@@ -26,10 +26,24 @@ def register(
     from aepipe import kfp_support
 
     with tempfile.TemporaryDirectory() as metrics_dir, tempfile.TemporaryDirectory() as plots_dir:
-        kfp_support.gather(metrics_dir, {"pretrain.json": pretrain_metrics.path, "train.json": train_metrics.path, "eval.json": eval_metrics.path})
+        kfp_support.gather(
+            metrics_dir,
+            {
+                "pretrain.json": pretrain_metrics.path,
+                "train.json": train_metrics.path,
+                "eval.json": eval_metrics.path,
+            },
+        )
         kfp_support.gather(plots_dir, dirs=[pretrain_plots.path, evaluate_plots.path])
         result = kfp_support.run_stage_json(
-            "register", params_json, execution_key, data_dir=data.path, model_dir=autoencoder.path,
-            classifier_dir=classifier.path, metrics_dir=metrics_dir, plots_dir=plots_dir, out_path=registration.path,
+            "register",
+            params_json,
+            execution_key,
+            data_dir=data.path,
+            model_dir=autoencoder.path,
+            classifier_dir=classifier.path,
+            metrics_dir=metrics_dir,
+            plots_dir=plots_dir,
+            out_path=registration.path,
         )
     registration.metadata.update({k: result[k] for k in ("model_name", "version", "alias", "model_uri")})

@@ -21,7 +21,14 @@ def train(
     from aepipe import kfp_support
 
     result = kfp_support.run_stage_json(
-        "train", params_json, execution_key, data_dir=data.path, features_dir=features.path, model_dir=autoencoder.path,
-        classifier_dir=classifier.path, metrics_path=metrics.path, plots_dir=plots.path,
+        "train",
+        params_json,
+        execution_key,
+        data_dir=data.path,
+        features_dir=features.path,
+        model_dir=autoencoder.path,
+        classifier_dir=classifier.path,
+        metrics_path=metrics.path,
+        plots_dir=plots.path,
     )
     kfp_support.log_scalars(metrics, result)

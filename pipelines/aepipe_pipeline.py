@@ -34,13 +34,19 @@ def configure(task: Any, stage: str, kf: KubeflowConfig, image: str, gpu: bool) 
     task.set_cpu_request(res.cpu).set_cpu_limit(res.cpu_limit or res.cpu)
     task.set_memory_request(res.memory).set_memory_limit(res.memory_limit or res.memory)
     kubernetes.use_secret_as_env(task, kf.secret, {key: key for key in kf.secret_env})
-    kubernetes.set_security_context(task, run_as_user=kf.run_as_user, run_as_group=kf.run_as_user, run_as_non_root=True)
+    kubernetes.set_security_context(
+        task, run_as_user=kf.run_as_user, run_as_group=kf.run_as_user, run_as_non_root=True
+    )
     if gpu:
         task.set_accelerator_type(kf.accelerator_type).set_accelerator_limit(kf.accelerator_limit)
         kubernetes.add_toleration(task, key=kf.gpu_toleration, operator="Exists", effect="NoSchedule")
-        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=kf.shm_size)
+        kubernetes.empty_dir_mount(
+            task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=kf.shm_size
+        )
     if stage == "register":
-        task.set_caching_options(enable_caching=False)  # every run must register (and finish its MLflow parent)
+        task.set_caching_options(
+            enable_caching=False
+        )  # every run must register (and finish its MLflow parent)
     return task
 
 
@@ -54,7 +60,9 @@ def build_pipeline(params: Params, image: str) -> Any:
         metrics: Metrics
         registration: Artifact
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Autoencoder pretraining -> features -> classifier -> MLflow registry")
+    @dsl.pipeline(
+        name=PIPELINE_NAME, description="Autoencoder pretraining -> features -> classifier -> MLflow registry"
+    )
     def aepipe(params_json: str = default_params) -> Outputs:
         common = {"params_json": params_json, "execution_key": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
 
@@ -76,9 +84,15 @@ def build_pipeline(params: Params, image: str) -> Any:
         clf = tr.outputs["classifier"]
         ev = step(evaluate, data=data, autoencoder=ae, classifier=clf)
         reg = step(
-            register, data=data, autoencoder=ae, classifier=clf,
-            pretrain_metrics=pre.outputs["metrics"], train_metrics=tr.outputs["metrics"], eval_metrics=ev.outputs["metrics"],
-            pretrain_plots=pre.outputs["plots"], evaluate_plots=ev.outputs["plots"],
+            register,
+            data=data,
+            autoencoder=ae,
+            classifier=clf,
+            pretrain_metrics=pre.outputs["metrics"],
+            train_metrics=tr.outputs["metrics"],
+            eval_metrics=ev.outputs["metrics"],
+            pretrain_plots=pre.outputs["plots"],
+            evaluate_plots=ev.outputs["plots"],
         )
         return Outputs(metrics=ev.outputs["metrics"], registration=reg.outputs["registration"])
 

@@ -67,37 +67,139 @@ def _s3_experiment(d: Path) -> dict[str, str | None]:
     uri = f"sqlite:///{d / 'mlflow.db'}"
     mlflow.MlflowClient(uri).create_experiment("s3-exp", artifact_location="s3://aepipe-artifacts/exp")
     return {
-        "MLFLOW_TRACKING_URI": uri, "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None,
-        "AWS_PROFILE": None, "AWS_SHARED_CREDENTIALS_FILE": str(d / "none"), "AWS_CONFIG_FILE": str(d / "none"),
+        "MLFLOW_TRACKING_URI": uri,
+        "AWS_ACCESS_KEY_ID": None,
+        "AWS_SECRET_ACCESS_KEY": None,
+        "AWS_SESSION_TOKEN": None,
+        "AWS_PROFILE": None,
+        "AWS_SHARED_CREDENTIALS_FILE": str(d / "none"),
+        "AWS_CONFIG_FILE": str(d / "none"),
         "AWS_EC2_METADATA_DISABLED": "true",
     }
 
 
 X, Y = _xy()
 CASES = [
-    Case("corrupt image file", lambda d: _folder_params(d, {"a": _gray(3) + [("bad.png", b"\x89PNG\r\n\x1a\ngarbage")], "b": _gray(3, v=9)}), ["bad.png", "cannot be decoded", "replace or remove"]),
-    Case("non-image file in a class folder", lambda d: _folder_params(d, {"a": _gray(3) + [("notes.txt", b"hello")], "b": _gray(3)}), ["notes.txt", "not an image file", "remove it"]),
-    Case("empty class folder", lambda d: _folder_params(d, {"a": _gray(3), "b": []}), ["imgs/b", "class folder is empty", "add images or remove"]),
-    Case("single-class dataset", lambda d: _folder_params(d, {"a": _gray(5)}), ["only one class", "at least 2 classes"]),
-    Case("mixed sizes without data.image_size", lambda d: _folder_params(d, {"a": _gray(3), "b": _gray(3, (10, 12))}), ["different sizes", "data.image_size"]),
-    Case("mixed grayscale and RGB", lambda d: _folder_params(d, {"a": _gray(3), "b": [(f"{i}.png", Image.new("RGB", (8, 8), (200, 0, 0))) for i in range(3)]}), ["mixed grayscale and RGB", "data.channels"]),
-    Case("npz with missing keys", lambda d: _npz_params(d, images=X, labels=Y), ["data.npz", "missing keys", "x_train + y_train", "x + y"]),
-    Case("x/y length mismatch", lambda d: _npz_params(d, x=X, y=Y[:-4]), ["data.npz", "26 labels but x has 30 images", "same length"]),
-    Case("labels out of range (negative)", lambda d: _npz_params(d, x=X, y=Y - 1), ["data.npz", "label -1", "out of range", "0..K-1"]),
-    Case("labels out of range (class_names)", lambda d: _npz_params(d, x=X, y=Y, class_names=np.array(["a", "b"])), ["label 2 is out of range for 2 class_names"]),
-    Case("NaN in float images", lambda d: _npz_params(d, x=np.where(X > 250, np.nan, X / 255.0), y=Y), ["data.npz", "x contains NaN or inf"]),
-    Case("float images outside [0, 1]", lambda d: _npz_params(d, x=X.astype(np.float32), y=Y), ["float images must lie in [0, 1]"]),
-    Case("wrong dtype", lambda d: _npz_params(d, x=X.astype(np.complex64), y=Y), ["x has dtype complex64", "uint8"]),
+    Case(
+        "corrupt image file",
+        lambda d: _folder_params(
+            d, {"a": _gray(3) + [("bad.png", b"\x89PNG\r\n\x1a\ngarbage")], "b": _gray(3, v=9)}
+        ),
+        ["bad.png", "cannot be decoded", "replace or remove"],
+    ),
+    Case(
+        "non-image file in a class folder",
+        lambda d: _folder_params(d, {"a": _gray(3) + [("notes.txt", b"hello")], "b": _gray(3)}),
+        ["notes.txt", "not an image file", "remove it"],
+    ),
+    Case(
+        "empty class folder",
+        lambda d: _folder_params(d, {"a": _gray(3), "b": []}),
+        ["imgs/b", "class folder is empty", "add images or remove"],
+    ),
+    Case(
+        "single-class dataset",
+        lambda d: _folder_params(d, {"a": _gray(5)}),
+        ["only one class", "at least 2 classes"],
+    ),
+    Case(
+        "mixed sizes without data.image_size",
+        lambda d: _folder_params(d, {"a": _gray(3), "b": _gray(3, (10, 12))}),
+        ["different sizes", "data.image_size"],
+    ),
+    Case(
+        "mixed grayscale and RGB",
+        lambda d: _folder_params(
+            d, {"a": _gray(3), "b": [(f"{i}.png", Image.new("RGB", (8, 8), (200, 0, 0))) for i in range(3)]}
+        ),
+        ["mixed grayscale and RGB", "data.channels"],
+    ),
+    Case(
+        "npz with missing keys",
+        lambda d: _npz_params(d, images=X, labels=Y),
+        ["data.npz", "missing keys", "x_train + y_train", "x + y"],
+    ),
+    Case(
+        "x/y length mismatch",
+        lambda d: _npz_params(d, x=X, y=Y[:-4]),
+        ["data.npz", "26 labels but x has 30 images", "same length"],
+    ),
+    Case(
+        "labels out of range (negative)",
+        lambda d: _npz_params(d, x=X, y=Y - 1),
+        ["data.npz", "label -1", "out of range", "0..K-1"],
+    ),
+    Case(
+        "labels out of range (class_names)",
+        lambda d: _npz_params(d, x=X, y=Y, class_names=np.array(["a", "b"])),
+        ["label 2 is out of range for 2 class_names"],
+    ),
+    Case(
+        "NaN in float images",
+        lambda d: _npz_params(d, x=np.where(X > 250, np.nan, X / 255.0), y=Y),
+        ["data.npz", "x contains NaN or inf"],
+    ),
+    Case(
+        "float images outside [0, 1]",
+        lambda d: _npz_params(d, x=X.astype(np.float32), y=Y),
+        ["float images must lie in [0, 1]"],
+    ),
+    Case(
+        "wrong dtype",
+        lambda d: _npz_params(d, x=X.astype(np.complex64), y=Y),
+        ["x has dtype complex64", "uint8"],
+    ),
     Case("pickled object arrays", lambda d: _npz_pickled(d), ["pickled", "refused"]),
-    Case("npz that is not an archive", lambda d: ((d / "data.npz").write_bytes(b"not a zip file"), f"data:\n  source: npz:{d / 'data.npz'}\n")[1], ["data.npz", "not a readable .npz"]),
-    Case("missing dataset path", lambda d: f"data:\n  source: npz:{d / 'nowhere.npz'}\n", ["nowhere.npz", "not found", "data.source"]),
-    Case("unknown model.name", lambda d: "model:\n  name: resnet9000\n", ["params.yaml", "model.name", "resnet9000", "allowed: conv"]),
-    Case("wrong type in params", lambda d: "pretrain:\n  epochs: ten\n", ["params.yaml", "pretrain.epochs", "valid integer"]),
-    Case("negative value in params", lambda d: "pretrain:\n  lr: -0.5\n", ["params.yaml", "pretrain.lr", "greater than 0"]),
-    Case("unknown params key", lambda d: "pretrain:\n  epoch: 3\n", ["params.yaml", "pretrain.epoch", "unknown key", "epochs"]),
-    Case("unreachable MLflow server", lambda d: "", ["127.0.0.1", "unreachable", "MLFLOW_TRACKING_URI", "Local outputs were left"], env=lambda d: {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}"}),
-    Case("missing S3 credentials", lambda d: "mlflow:\n  experiment: s3-exp\n", ["s3://aepipe-artifacts/exp", "no S3 credentials", "AWS_ACCESS_KEY_ID"], env=_s3_experiment),
-    Case("too few images per class", lambda d: _npz_params(d, x=X[:8], y=np.array([0, 0, 0, 0, 1, 1, 2, 2])), ["fewer than 3 training images"]),
+    Case(
+        "npz that is not an archive",
+        lambda d: (
+            (d / "data.npz").write_bytes(b"not a zip file"),
+            f"data:\n  source: npz:{d / 'data.npz'}\n",
+        )[1],
+        ["data.npz", "not a readable .npz"],
+    ),
+    Case(
+        "missing dataset path",
+        lambda d: f"data:\n  source: npz:{d / 'nowhere.npz'}\n",
+        ["nowhere.npz", "not found", "data.source"],
+    ),
+    Case(
+        "unknown model.name",
+        lambda d: "model:\n  name: resnet9000\n",
+        ["params.yaml", "model.name", "resnet9000", "allowed: conv"],
+    ),
+    Case(
+        "wrong type in params",
+        lambda d: "pretrain:\n  epochs: ten\n",
+        ["params.yaml", "pretrain.epochs", "valid integer"],
+    ),
+    Case(
+        "negative value in params",
+        lambda d: "pretrain:\n  lr: -0.5\n",
+        ["params.yaml", "pretrain.lr", "greater than 0"],
+    ),
+    Case(
+        "unknown params key",
+        lambda d: "pretrain:\n  epoch: 3\n",
+        ["params.yaml", "pretrain.epoch", "unknown key", "epochs"],
+    ),
+    Case(
+        "unreachable MLflow server",
+        lambda d: "",
+        ["127.0.0.1", "unreachable", "MLFLOW_TRACKING_URI", "Local outputs were left"],
+        env=lambda d: {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}"},
+    ),
+    Case(
+        "missing S3 credentials",
+        lambda d: "mlflow:\n  experiment: s3-exp\n",
+        ["s3://aepipe-artifacts/exp", "no S3 credentials", "AWS_ACCESS_KEY_ID"],
+        env=_s3_experiment,
+    ),
+    Case(
+        "too few images per class",
+        lambda d: _npz_params(d, x=X[:8], y=np.array([0, 0, 0, 0, 1, 1, 2, 2])),
+        ["fewer than 3 training images"],
+    ),
 ]
 
 

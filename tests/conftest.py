@@ -47,9 +47,13 @@ def tracking_env(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -
 
 def copy_repo(dest: Path) -> Path:
     """The working tree as git sees it (tracked + untracked-not-ignored), committed in a fresh repo."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = REPO / rel
         if src.is_file():
@@ -73,7 +77,9 @@ def write_npz(path: Path, **arrays: np.ndarray) -> Path:
     return path
 
 
-def toy_images(n_per_class: int = 12, classes: int = 3, size: int = 8, channels: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def toy_images(
+    n_per_class: int = 12, classes: int = 3, size: int = 8, channels: int = 1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Separable toy images: class k lights up a different band of rows."""
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 40, size=(n_per_class * classes, channels, size, size), dtype=np.uint8)

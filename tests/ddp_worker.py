@@ -28,7 +28,9 @@ class PlainAutoEncoder(AutoEncoder):
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
-        self.encoder = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 6))
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 6)
+        )
         self.decoder = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Unflatten(1, (1, 8, 8)))
 
     def encode_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +53,14 @@ def main(out: str, kind: str) -> None:
     cfg = PretrainConfig(epochs=3, batch_size=32, sync_every=2)
     history = pretrain(model, x, x[:40], cfg, torch.Generator().manual_seed(0), device, dist=dist)
     if dist.is_main:
-        torch.save({"train": [h.train_loss for h in history], "val": [h.val_loss for h in history], "state": model.state_dict()}, out)
+        torch.save(
+            {
+                "train": [h.train_loss for h in history],
+                "val": [h.val_loss for h in history],
+                "state": model.state_dict(),
+            },
+            out,
+        )
     dist.stop()
 
 

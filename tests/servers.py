@@ -22,7 +22,13 @@ def free_port() -> int:
 class MlflowServer:
     """``mlflow server`` subprocess: sqlite backend, proxied artifact store in a temp dir."""
 
-    def __init__(self, root: Path, port: int | None = None, artifacts: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        artifacts: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.artifacts = artifacts or str(root / "artifacts")
         self.env = env or {}
@@ -34,14 +40,24 @@ class MlflowServer:
     def start(self, timeout: float = 90.0) -> "MlflowServer":
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [
-            str(Path(sys.executable).with_name("mlflow")), "server",
-            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination", self.artifacts,
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination",
+            self.artifacts,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
         ]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
         env.pop("MLFLOW_TRACKING_URI", None)
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -70,7 +86,11 @@ class MlflowServer:
 class S3Server:
     """moto's S3-compatible endpoint on 127.0.0.1 (in a thread of the test process)."""
 
-    CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    CREDENTIALS = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -87,7 +107,13 @@ class S3Server:
     def client(self):  # noqa: ANN201
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
 
     def usage(self, bucket: str) -> tuple[int, int]:
         """(objects, bytes) stored in ``bucket``."""

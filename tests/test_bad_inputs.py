@@ -14,7 +14,11 @@ from tests.bad_inputs import CASES, Case, run_case
 
 
 def snapshot(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,9 @@ def good_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_refused_clearly_and_nothing_is_overwritten(case: Case, good_output: Path, tmp_path: Path) -> None:
+def test_bad_input_is_refused_clearly_and_nothing_is_overwritten(
+    case: Case, good_output: Path, tmp_path: Path
+) -> None:
     before = snapshot(good_output)
     start = time.monotonic()
     code, message = run_case(case, tmp_path, good_output)
@@ -37,7 +43,9 @@ def test_bad_input_is_refused_clearly_and_nothing_is_overwritten(case: Case, goo
     assert "Traceback" not in message
     assert elapsed < 30, f"took {elapsed:.1f}s"
     assert snapshot(good_output) == before
-    assert not [p for p in good_output.parent.iterdir() if p.name.startswith(".prepared")]  # no temp leftovers
+    assert not [
+        p for p in good_output.parent.iterdir() if p.name.startswith(".prepared")
+    ]  # no temp leftovers
 
 
 def test_the_table_has_at_least_15_rows() -> None:

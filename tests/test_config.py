@@ -37,7 +37,10 @@ def test_repo_params_yaml_is_valid_and_complete() -> None:
         ({"model": {"resnet": {}}}, ["model.resnet", "allowed"]),
         ({"model": {"conv": {"dropout": 0.1}}}, ["model.conv.dropout", "unknown key"]),
         ({"classifier": {"head": "svm"}}, ["classifier.head", "svm", "linear"]),
-        ({"classifier": {"labels_per_class": -5}}, ["classifier.labels_per_class", "greater than or equal to 1"]),
+        (
+            {"classifier": {"labels_per_class": -5}},
+            ["classifier.labels_per_class", "greater than or equal to 1"],
+        ),
         ({"classifier": {"linear": {"c_grid": [1.0, -1.0]}}}, ["classifier.linear.c_grid", "> 0"]),
         ({"mlflow": {"model_name": "bad name/with slash"}}, ["mlflow.model_name", "letters, digits"]),
     ],

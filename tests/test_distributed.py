@@ -22,15 +22,25 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 def env(tmp_path: Path) -> dict[str, str]:
     path = os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])
     return {
-        **os.environ, "PYTHONPATH": path, "AEPIPE_PROGRESS": "0", "OMP_NUM_THREADS": "1",
-        "AEPIPE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        **os.environ,
+        "PYTHONPATH": path,
+        "AEPIPE_PROGRESS": "0",
+        "OMP_NUM_THREADS": "1",
+        "AEPIPE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
 
 
 def worker(tmp_path: Path, kind: str, ranks: int) -> dict:
     out = tmp_path / f"{kind}-{ranks}.pt"
     launcher = TORCHRUN if ranks == 2 else [sys.executable]
-    subprocess.run([*launcher, str(REPO / "tests/ddp_worker.py"), str(out), kind], env=env(tmp_path), check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [*launcher, str(REPO / "tests/ddp_worker.py"), str(out), kind],
+        env=env(tmp_path),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return torch.load(out, weights_only=True)
 
 
@@ -56,18 +66,38 @@ def test_batchnorm_models_differ_slightly_on_cpu_as_documented(tmp_path: Path) -
 @pytest.mark.slow
 def test_aepipe_pretrain_under_torchrun_writes_outputs_and_mlflow_once(tmp_path: Path) -> None:
     prepare.run(parse_params({}), tmp_path / "data")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"pretrain": {"epochs": 2, "batch_size": 64}, "model": {"width": 4}, "device": "cpu"}))
-    cmd = [*TORCHRUN, "-m", "aepipe.cli", "--params", str(tmp_path / "params.yaml"), "pretrain", "--data", str(tmp_path / "data"),
-           "--model", str(tmp_path / "ae"), "--metrics", str(tmp_path / "pretrain.json"), "--plots", str(tmp_path / "plots")]
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"pretrain": {"epochs": 2, "batch_size": 64}, "model": {"width": 4}, "device": "cpu"})
+    )
+    cmd = [
+        *TORCHRUN,
+        "-m",
+        "aepipe.cli",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "pretrain",
+        "--data",
+        str(tmp_path / "data"),
+        "--model",
+        str(tmp_path / "ae"),
+        "--metrics",
+        str(tmp_path / "pretrain.json"),
+        "--plots",
+        str(tmp_path / "plots"),
+    ]
     proc = subprocess.run(cmd, env=env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "pretrain.json").read_text())
     assert metrics["epochs"] == 2 and metrics["final_train_loss"] > 0
     assert (tmp_path / "ae/weights.pt").is_file() and (tmp_path / "plots/pretrain_loss.png").is_file()
-    assert '"world_size": 2' in proc.stdout and '"rank": 1' in proc.stdout  # rank 0's result, and rank 1's stub
+    assert (
+        '"world_size": 2' in proc.stdout and '"rank": 1' in proc.stdout
+    )  # rank 0's result, and rank 1's stub
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`aepipe.stage` = 'pretrain'")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`aepipe.stage` = 'pretrain'"
+    )
     assert len(runs) == 1 and len(client.get_metric_history(runs[0].info.run_id, "train_loss")) == 2

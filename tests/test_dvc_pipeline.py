@@ -20,7 +20,9 @@ STAGES = ["prepare", "pretrain", "extract", "train", "evaluate", "register"]
 
 def dvc(repo: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([str(Path(sys.executable).with_name("dvc")), *args], cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("dvc")), *args], cwd=repo, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
 
@@ -69,7 +71,9 @@ def test_dvc_repro_end_to_end_with_mlflow_server(repo_copy: Path, tracking_env: 
     model = mlflow.pyfunc.load_model("models:/dvc-e2e@challenger")
     x_test, y_test = ds.split("test")
     pred = model.predict(np.ascontiguousarray(x_test))
-    assert float((pred["class_index"].to_numpy() == y_test).mean()) == pytest.approx(metrics["test_accuracy"], abs=1e-12)
+    assert float((pred["class_index"].to_numpy() == y_test).mean()) == pytest.approx(
+        metrics["test_accuracy"], abs=1e-12
+    )
     assert pred["class"].iloc[0] == ds.classes[int(pred["class_index"].iloc[0])]
 
     # nothing changed: nothing runs
@@ -90,16 +94,25 @@ def test_dvc_repro_end_to_end_with_mlflow_server(repo_copy: Path, tracking_env: 
     parents = [r for r in runs if r.data.tags.get("aepipe.kind") == "pipeline"]
     children = [r for r in runs if r.data.tags.get("aepipe.kind") == "stage"]
     assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_copy, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo_copy, capture_output=True, text=True
+    ).stdout.strip()
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] in {p.info.run_id for p in parents}
         assert child.data.tags["aepipe.git_commit"] == commit
         assert child.info.status == "FINISHED"
-    first_parent = next(p for p in parents if len([c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id]) == 6)
+    first_parent = next(
+        p
+        for p in parents
+        if len([c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id]) == 6
+    )
     assert first_parent.data.params["pretrain.epochs"] == "4"
     pretrain_run = next(c for c in children if c.data.tags["aepipe.stage"] == "pretrain")
     assert len(client.get_metric_history(pretrain_run.info.run_id, "val_loss")) == 4
     assert pretrain_run.data.tags["aepipe.data_hash"] == ds.meta["data_hash"]
     evaluate_run = next(c for c in children if c.data.tags["aepipe.stage"] == "evaluate")
     logged = {a.path for a in client.list_artifacts(evaluate_run.info.run_id, "plots")}
-    assert logged == {f"plots/{n}" for n in ("confusion.png", "reconstructions.png", "latent_projection.png", "misclassified.png")}
+    assert logged == {
+        f"plots/{n}"
+        for n in ("confusion.png", "reconstructions.png", "latent_projection.png", "misclassified.png")
+    }

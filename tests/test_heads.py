@@ -37,7 +37,9 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def train_head(root: Path, out: Path, head: str, **classifier: object) -> dict:
     params = parse_params({**TINY, "classifier": {**TINY["classifier"], "head": head, **classifier}})
-    result = train.run(params, root / "data", root / "features", root / "ae", out / "clf", out / "train.json", out / "plots")
+    result = train.run(
+        params, root / "data", root / "features", root / "ae", out / "clf", out / "train.json", out / "plots"
+    )
     metrics = evaluate.run(params, root / "data", root / "ae", out / "clf", out / "eval.json", out / "plots")
     return {"train": result, "eval": metrics, "params": params}
 
@@ -59,7 +61,9 @@ def test_frozen_heads_leave_the_encoder_alone(pretrained: Path, tmp_path: Path, 
     assert run["eval"]["test_accuracy"] > 0.6  # chance is 0.10
 
 
-def test_mlp_stops_early_on_validation_and_writes_the_curve_dvc_plots(pretrained: Path, tmp_path: Path) -> None:
+def test_mlp_stops_early_on_validation_and_writes_the_curve_dvc_plots(
+    pretrained: Path, tmp_path: Path
+) -> None:
     run = train_head(pretrained, tmp_path, "mlp")
     with open(tmp_path / "plots" / "train_curve.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -83,21 +87,29 @@ def test_finetune_updates_the_encoder_and_saves_it_beside_the_head(pretrained: P
     changed = [k for k in encoder_keys if not torch.equal(tuned[k], before[k])]
     assert len(changed) == len(encoder_keys), sorted(set(encoder_keys) - set(changed))
     decoder_keys = [k for k in before if k.startswith("decoder.")]
-    assert all(torch.equal(tuned[k], before[k]) for k in decoder_keys)  # the decoder is not part of the classifier
+    assert all(
+        torch.equal(tuned[k], before[k]) for k in decoder_keys
+    )  # the decoder is not part of the classifier
     with open(tmp_path / "plots" / "train_curve.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["encoder_trained"]) for r in rows][:2] == [0, 1]  # head_epochs: 1, then unfrozen
     assert run["eval"]["test_accuracy"] > 0.6
 
 
-def test_finetuned_pair_is_what_evaluate_and_the_registered_model_score(pretrained: Path, tmp_path: Path) -> None:
+def test_finetuned_pair_is_what_evaluate_and_the_registered_model_score(
+    pretrained: Path, tmp_path: Path
+) -> None:
     run = train_head(pretrained, tmp_path, "finetune", finetune={"max_epochs": 2, "augment": True})
     x_test, y_test = load_prepared(pretrained / "data").split("test")
 
     from aepipe.tracking.pyfunc_model import EncoderClassifierModel
 
     model = EncoderClassifierModel()
-    model.load_context(SimpleNamespace(artifacts={"autoencoder": str(pretrained / "ae"), "classifier": str(tmp_path / "clf")}))
+    model.load_context(
+        SimpleNamespace(
+            artifacts={"autoencoder": str(pretrained / "ae"), "classifier": str(tmp_path / "clf")}
+        )
+    )
     served = model.predict(None, x_test)["class_index"].to_numpy()
     assert float((served == y_test).mean()) == run["eval"]["test_accuracy"]
 
@@ -108,7 +120,9 @@ def test_finetuned_pair_is_what_evaluate_and_the_registered_model_score(pretrain
 
 
 @pytest.mark.slow
-def test_registered_finetuned_model_reproduces_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registered_finetuned_model_reproduces_evaluate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Through the CLI and a real MLflow store: models:/NAME@challenger scores what evaluate scored."""
     import json
 
@@ -119,7 +133,11 @@ def test_registered_finetuned_model_reproduces_evaluate(tmp_path: Path, monkeypa
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    params = {**TINY, "classifier": {**TINY["classifier"], "head": "finetune"}, "mlflow": {"model_name": "ft-digits"}}
+    params = {
+        **TINY,
+        "classifier": {**TINY["classifier"], "head": "finetune"},
+        "mlflow": {"model_name": "ft-digits"},
+    }
     Path("params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("prepare", "pretrain", "extract", "train", "evaluate", "register"):
         assert main([stage]) == 0, stage

@@ -25,7 +25,12 @@ from aepipe.models.io import load_autoencoder, load_head
 from aepipe.tracking.lineage import KEY_ENV, KEY_TAG
 from components import COMPONENTS, evaluate, extract, prepare, pretrain, register, train
 
-FAST = {"pretrain": {"epochs": 2}, "model": {"width": 8}, "classifier": {"linear": {"c_grid": [1.0]}}, "mlflow": {"experiment": "kfp-components", "model_name": "kfp-components"}}
+FAST = {
+    "pretrain": {"epochs": 2},
+    "model": {"width": 8},
+    "classifier": {"linear": {"c_grid": [1.0]}},
+    "mlflow": {"experiment": "kfp-components", "model_name": "kfp-components"},
+}
 KEY = "kfp-run-unit-0001"
 
 
@@ -41,13 +46,20 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     params_json = params_to_json(parse_params(FAST))
     a = {
-        "data": art(Dataset, root, "data"), "summary": art(Metrics, root, "summary"),
-        "autoencoder": art(Model, root, "autoencoder"), "pretrain_metrics": art(Metrics, root, "pretrain_metrics"),
-        "pretrain_report": art(HTML, root, "pretrain_report"), "features": art(Dataset, root, "features"),
-        "classifier": art(Model, root, "classifier"), "train_metrics": art(Metrics, root, "train_metrics"),
-        "metrics": art(Metrics, root, "metrics"), "confusion": art(ClassificationMetrics, root, "confusion"),
-        "report": art(HTML, root, "report"), "registration": art(Artifact, root, "registration"),
-        "pretrain_plots": art(Artifact, root, "pretrain_plots"), "train_plots": art(Artifact, root, "train_plots"),
+        "data": art(Dataset, root, "data"),
+        "summary": art(Metrics, root, "summary"),
+        "autoencoder": art(Model, root, "autoencoder"),
+        "pretrain_metrics": art(Metrics, root, "pretrain_metrics"),
+        "pretrain_report": art(HTML, root, "pretrain_report"),
+        "features": art(Dataset, root, "features"),
+        "classifier": art(Model, root, "classifier"),
+        "train_metrics": art(Metrics, root, "train_metrics"),
+        "metrics": art(Metrics, root, "metrics"),
+        "confusion": art(ClassificationMetrics, root, "confusion"),
+        "report": art(HTML, root, "report"),
+        "registration": art(Artifact, root, "registration"),
+        "pretrain_plots": art(Artifact, root, "pretrain_plots"),
+        "train_plots": art(Artifact, root, "train_plots"),
         "evaluate_plots": art(Artifact, root, "evaluate_plots"),
     }
     common = {"params_json": params_json, "execution_key": KEY}
@@ -57,17 +69,47 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         mp.chdir(root)  # mlflow's sqlite store puts artifacts in ./mlruns
         try:
             prepare.python_func(**common, data=a["data"], summary=a["summary"])
-            pretrain.python_func(**common, data=a["data"], autoencoder=a["autoencoder"], metrics=a["pretrain_metrics"], report=a["pretrain_report"], plots=a["pretrain_plots"])
-            extract.python_func(**common, data=a["data"], autoencoder=a["autoencoder"], features=a["features"])
-            train.python_func(**common, data=a["data"], features=a["features"], autoencoder=a["autoencoder"], classifier=a["classifier"], metrics=a["train_metrics"], plots=a["train_plots"])
+            pretrain.python_func(
+                **common,
+                data=a["data"],
+                autoencoder=a["autoencoder"],
+                metrics=a["pretrain_metrics"],
+                report=a["pretrain_report"],
+                plots=a["pretrain_plots"],
+            )
+            extract.python_func(
+                **common, data=a["data"], autoencoder=a["autoencoder"], features=a["features"]
+            )
+            train.python_func(
+                **common,
+                data=a["data"],
+                features=a["features"],
+                autoencoder=a["autoencoder"],
+                classifier=a["classifier"],
+                metrics=a["train_metrics"],
+                plots=a["train_plots"],
+            )
             evaluate.python_func(
-                **common, data=a["data"], autoencoder=a["autoencoder"], classifier=a["classifier"],
-                metrics=a["metrics"], confusion=a["confusion"], report=a["report"], plots=a["evaluate_plots"],
+                **common,
+                data=a["data"],
+                autoencoder=a["autoencoder"],
+                classifier=a["classifier"],
+                metrics=a["metrics"],
+                confusion=a["confusion"],
+                report=a["report"],
+                plots=a["evaluate_plots"],
             )
             register.python_func(
-                **common, data=a["data"], autoencoder=a["autoencoder"], classifier=a["classifier"],
-                pretrain_metrics=a["pretrain_metrics"], train_metrics=a["train_metrics"], eval_metrics=a["metrics"],
-                pretrain_plots=a["pretrain_plots"], evaluate_plots=a["evaluate_plots"], registration=a["registration"],
+                **common,
+                data=a["data"],
+                autoencoder=a["autoencoder"],
+                classifier=a["classifier"],
+                pretrain_metrics=a["pretrain_metrics"],
+                train_metrics=a["train_metrics"],
+                eval_metrics=a["metrics"],
+                pretrain_plots=a["pretrain_plots"],
+                evaluate_plots=a["evaluate_plots"],
+                registration=a["registration"],
             )
             assert KEY_ENV not in os.environ  # the key was the component's, not the caller's
             yield {"root": root, "uri": uri, **a}
@@ -77,7 +119,13 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_every_stage_has_one_component_with_typed_artifacts() -> None:
     assert list(COMPONENTS) == ["prepare", "pretrain", "extract", "train", "evaluate", "register"]
-    types = {name: {k: v.type for k, v in {**(c.component_spec.inputs or {}), **(c.component_spec.outputs or {})}.items()} for name, c in COMPONENTS.items()}
+    types = {
+        name: {
+            k: v.type
+            for k, v in {**(c.component_spec.inputs or {}), **(c.component_spec.outputs or {})}.items()
+        }
+        for name, c in COMPONENTS.items()
+    }
     assert types["prepare"]["data"] == "system.Dataset@0.0.1"
     assert types["pretrain"]["autoencoder"] == types["train"]["classifier"] == "system.Model@0.0.1"
     assert types["evaluate"]["confusion"] == "system.ClassificationMetrics@0.0.1"
@@ -126,7 +174,9 @@ def test_evaluate_logs_metrics_confusion_and_a_self_contained_report(chain: dict
     assert sum(map(sum, rows)) == written["n_test"] == 360
     assert sum(rows[i][i] for i in range(10)) / 360 == pytest.approx(written["test_accuracy"])
     page = Path(chain["report"].path).read_text()
-    assert len(re.findall(r'src="data:image/png;base64,iVBORw0KGgo', page)) == 2  # confusion + reconstructions
+    assert (
+        len(re.findall(r'src="data:image/png;base64,iVBORw0KGgo', page)) == 2
+    )  # confusion + reconstructions
     assert "test_accuracy" in page
 
 
@@ -141,18 +191,39 @@ def test_register_records_the_version_and_nests_every_stage_under_the_kfp_run(ch
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("aepipe.kind") == "pipeline"]
     assert len(parents) == 1 and parents[0].data.tags[KEY_TAG] == KEY and parents[0].info.status == "FINISHED"
-    stages = sorted(r.data.tags["aepipe.stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id)
+    stages = sorted(
+        r.data.tags["aepipe.stage"]
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+    )
     assert stages == sorted(COMPONENTS)
     register_run = next(r for r in runs if r.data.tags.get("aepipe.stage") == "register")
     review = {a.path for a in client.list_artifacts(register_run.info.run_id, "review")}
-    for name in ("model_card.md", "pretrain_loss.png", "confusion.png", "latent_projection.png", "misclassified.png", "train.json"):
+    for name in (
+        "model_card.md",
+        "pretrain_loss.png",
+        "confusion.png",
+        "latent_projection.png",
+        "misclassified.png",
+        "train.json",
+    ):
         assert f"review/{name}" in review, review
 
 
 def test_bad_params_json_fails_with_the_key_and_before_writing(tmp_path: Path) -> None:
     data = art(Dataset, tmp_path, "data")
-    with pytest.raises(ConfigError, match=r"params_json \(pipeline parameter\): invalid params: pretrain\.epochs: .*greater than or equal to 0"):
-        prepare.python_func(params_json='{"pretrain": {"epochs": -1}}', execution_key=KEY, data=data, summary=art(Metrics, tmp_path, "s"))
+    with pytest.raises(
+        ConfigError,
+        match=r"params_json \(pipeline parameter\): invalid params: pretrain\.epochs: .*greater than or equal to 0",
+    ):
+        prepare.python_func(
+            params_json='{"pretrain": {"epochs": -1}}',
+            execution_key=KEY,
+            data=data,
+            summary=art(Metrics, tmp_path, "s"),
+        )
     with pytest.raises(ConfigError, match=r"params_json \(pipeline parameter\): not valid JSON"):
-        prepare.python_func(params_json="pretrain.epochs=3", execution_key=KEY, data=data, summary=art(Metrics, tmp_path, "s"))
+        prepare.python_func(
+            params_json="pretrain.epochs=3", execution_key=KEY, data=data, summary=art(Metrics, tmp_path, "s")
+        )
     assert not Path(data.path).exists()

@@ -43,11 +43,17 @@ def compile_params(params: Any, tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def executors(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name.removeprefix("exec-"): e["container"] for name, e in docs[0]["deploymentSpec"]["executors"].items()}
+    return {
+        name.removeprefix("exec-"): e["container"]
+        for name, e in docs[0]["deploymentSpec"]["executors"].items()
+    }
 
 
 def k8s(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name.removeprefix("exec-"): e for name, e in docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items()}
+    return {
+        name.removeprefix("exec-"): e
+        for name, e in docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items()
+    }
 
 
 def gpu_tasks(docs: list[dict[str, Any]]) -> set[str]:
@@ -70,7 +76,10 @@ def test_compiled_dag_and_parameter_default_is_params_yaml(default_yaml: list[di
     assert json.loads(default) == load_params(REPO / "params.yaml").model_dump(mode="json")
     # every task gets the run id as its MLflow execution key
     for task in tasks.values():
-        assert task["inputs"]["parameters"]["execution_key"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+        assert (
+            task["inputs"]["parameters"]["execution_key"]["runtimeValue"]["constant"]
+            == "{{$.pipeline_job_uuid}}"
+        )
 
 
 def test_gpu_toleration_and_shm_only_on_training_tasks(default_yaml: list[dict[str, Any]]) -> None:
@@ -83,8 +92,12 @@ def test_gpu_toleration_and_shm_only_on_training_tasks(default_yaml: list[dict[s
         expect_gpu = stage == "pretrain"
         assert ("tolerations" in platform[stage]) is expect_gpu
         assert ("emptyDirMounts" in platform[stage]) is expect_gpu
-    assert platform["pretrain"]["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
-    assert platform["pretrain"]["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": kf.shm_size, "volumeName": "dshm"}]
+    assert platform["pretrain"]["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+    ]
+    assert platform["pretrain"]["emptyDirMounts"] == [
+        {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": kf.shm_size, "volumeName": "dshm"}
+    ]
 
 
 def test_images_resources_secret_security_and_caching(default_yaml: list[dict[str, Any]]) -> None:
@@ -100,20 +113,33 @@ def test_images_resources_secret_security_and_caching(default_yaml: list[dict[st
         (secret,) = platform[stage]["secretAsEnv"]  # ... only a reference to the Kubernetes secret
         assert secret["secretName"] == "aepipe-mlflow" and not secret["optional"]
         assert [m["envVar"] for m in secret["keyToEnv"]] == kf.secret_env
-        assert platform[stage]["securityContext"] == {"runAsUser": "1000", "runAsGroup": "1000", "runAsNonRoot": True}
+        assert platform[stage]["securityContext"] == {
+            "runAsUser": "1000",
+            "runAsGroup": "1000",
+            "runAsNonRoot": True,
+        }
         caching = tasks[stage]["cachingOptions"]
         assert caching.get("enableCache", False) is (stage != "register")
-    requests = {s: (c["resources"]["resourceCpuRequest"], c["resources"]["resourceMemoryRequest"]) for s, c in executors(default_yaml).items()}
+    requests = {
+        s: (c["resources"]["resourceCpuRequest"], c["resources"]["resourceMemoryRequest"])
+        for s, c in executors(default_yaml).items()
+    }
     assert requests == {
-        "prepare": ("1", "2Gi"), "pretrain": ("4", "16Gi"), "extract": ("2", "8Gi"),
-        "train": ("2", "8Gi"), "evaluate": ("2", "8Gi"), "register": ("1", "2Gi"),
+        "prepare": ("1", "2Gi"),
+        "pretrain": ("4", "16Gi"),
+        "extract": ("2", "8Gi"),
+        "train": ("2", "8Gi"),
+        "evaluate": ("2", "8Gi"),
+        "register": ("1", "2Gi"),
     }
 
 
 def test_finetune_head_makes_train_a_gpu_task_and_limit_zero_turns_gpus_off(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
     # 'finetune' arrives with another branch; the DAG keys on the head's name, so build it unvalidated
-    finetune = params.model_copy(update={"classifier": params.classifier.model_copy(update={"head": "finetune"})})
+    finetune = params.model_copy(
+        update={"classifier": params.classifier.model_copy(update={"head": "finetune"})}
+    )
     docs = compile_params(finetune, tmp_path)
     assert gpu_tasks(docs) == {"pretrain", "train"}
     assert {"tolerations", "emptyDirMounts"} <= set(k8s(docs)["train"])
@@ -123,16 +149,29 @@ def test_finetune_head_makes_train_a_gpu_task_and_limit_zero_turns_gpus_off(tmp_
 
 def test_image_comes_from_flag_then_env_then_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(IMAGE_ENV, "registry.example/aepipe:env")
-    assert {c["image"] for c in executors(compile_cli(tmp_path, monkeypatch)).values()} == {"registry.example/aepipe:env"}
-    docs = compile_cli(tmp_path, monkeypatch, "--image", "registry.example/aepipe:flag", "-p", "kubeflow.image=registry.example/aepipe:params")
+    assert {c["image"] for c in executors(compile_cli(tmp_path, monkeypatch)).values()} == {
+        "registry.example/aepipe:env"
+    }
+    docs = compile_cli(
+        tmp_path,
+        monkeypatch,
+        "--image",
+        "registry.example/aepipe:flag",
+        "-p",
+        "kubeflow.image=registry.example/aepipe:params",
+    )
     assert {c["image"] for c in executors(docs).values()} == {"registry.example/aepipe:flag"}
     monkeypatch.delenv(IMAGE_ENV)
     docs = compile_cli(tmp_path, monkeypatch, "-p", "kubeflow.image=registry.example/aepipe:params")
     assert {c["image"] for c in executors(docs).values()} == {"registry.example/aepipe:params"}
 
 
-def test_overrides_change_the_default_and_are_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    docs = compile_cli(tmp_path, monkeypatch, "-p", "pretrain.epochs=50", "-p", "classifier.linear.c_grid=[0.5, 2]")
+def test_overrides_change_the_default_and_are_validated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = compile_cli(
+        tmp_path, monkeypatch, "-p", "pretrain.epochs=50", "-p", "classifier.linear.c_grid=[0.5, 2]"
+    )
     default = json.loads(docs[0]["root"]["inputDefinitions"]["parameters"]["params_json"]["defaultValue"])
     assert default["pretrain"]["epochs"] == 50 and default["classifier"]["linear"]["c_grid"] == [0.5, 2.0]
     for bad, needle in [
@@ -189,7 +228,9 @@ def submit(monkeypatch: pytest.MonkeyPatch, host: str, *args: str) -> int:
     return main(["pipeline", "submit", "--host", host, *args])
 
 
-def test_submit_to_a_closed_port_names_the_host(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_to_a_closed_port_names_the_host(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     host = f"http://127.0.0.1:{free_port()}"
     assert submit(monkeypatch, host) == 2
     err = capsys.readouterr().err
@@ -199,27 +240,42 @@ def test_submit_to_a_closed_port_names_the_host(monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.parametrize("status_server", [401, 403], indirect=True)
-def test_submit_refused_auth_names_the_host_and_the_fix(status_server: StatusServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_refused_auth_names_the_host_and_the_fix(
+    status_server: StatusServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert submit(monkeypatch, status_server.url) == 2
     err = capsys.readouterr().err
-    assert f"Kubeflow Pipelines at {status_server.url} refused authentication (HTTP {status_server.status})" in err
+    assert (
+        f"Kubeflow Pipelines at {status_server.url} refused authentication (HTTP {status_server.status})"
+        in err
+    )
     assert "AEPIPE_KFP_TOKEN" in err
     assert status_server.requests == 1  # one preflight, no retry loop
 
 
 @pytest.mark.parametrize("status_server", [401], indirect=True)
-def test_submit_validates_overrides_before_contacting_the_cluster(status_server: StatusServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_validates_overrides_before_contacting_the_cluster(
+    status_server: StatusServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert submit(monkeypatch, status_server.url, "-p", "pretrain.epochs=-1") == 2
     assert "pretrain.epochs" in capsys.readouterr().err
     assert status_server.requests == 0
 
 
 @pytest.mark.slow
-def test_local_run_registers_a_model_and_matches_the_dvc_path(tmp_path: Path, tracking_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_run_registers_a_model_and_matches_the_dvc_path(
+    tmp_path: Path, tracking_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """kfp.local (one subprocess per task) vs `aepipe <stage>` in a temp dir: same params, same accuracy."""
     from mlflow import MlflowClient
 
-    overrides = ["pretrain.epochs=2", "model.width=8", "classifier.linear.c_grid=[1.0]", "mlflow.experiment=kfp-local", "mlflow.model_name=kfp-local"]
+    overrides = [
+        "pretrain.epochs=2",
+        "model.width=8",
+        "classifier.linear.c_grid=[1.0]",
+        "mlflow.experiment=kfp-local",
+        "mlflow.model_name=kfp-local",
+    ]
     params = apply_overrides(load_params(REPO / "params.yaml"), overrides)
 
     dvc_path = tmp_path / "dvc_path"
@@ -251,6 +307,10 @@ def test_local_run_registers_a_model_and_matches_the_dvc_path(tmp_path: Path, tr
     exp = client.get_experiment_by_name("kfp-local")
     kfp_parent = client.get_run(client.get_run(record["this_run_id"]).data.tags["mlflow.parentRunId"])
     assert kfp_parent.info.status == "FINISHED"
-    children = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{kfp_parent.info.run_id}'")
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{kfp_parent.info.run_id}'"
+    )
     assert sorted(r.data.tags["aepipe.stage"] for r in children) == sorted(STAGES)
-    print(f"\nkfp.local pipeline: {result['seconds']} s; aepipe <stage> CLI in-process: {cli_seconds:.1f} s; test accuracy {dvc_metrics['test_accuracy']:.4f}")
+    print(
+        f"\nkfp.local pipeline: {result['seconds']} s; aepipe <stage> CLI in-process: {cli_seconds:.1f} s; test accuracy {dvc_metrics['test_accuracy']:.4f}"
+    )

@@ -26,7 +26,17 @@ def toy(n: int = 203, size: int = 8, seed: int = 0) -> np.ndarray:
 
 
 def spec(name: str = "conv", **options: object) -> ModelSpec:
-    return ModelSpec(name=name, input_shape=(1, 8, 8), latent_dim=6, width=4, depth=2, options=dict(options), mean=(0.5,), std=(0.3,), n_classes=3)
+    return ModelSpec(
+        name=name,
+        input_shape=(1, 8, 8),
+        latent_dim=6,
+        width=4,
+        depth=2,
+        options=dict(options),
+        mean=(0.5,),
+        std=(0.3,),
+        n_classes=3,
+    )
 
 
 def reference_loop(model, x, xv, cfg, generator, y=None, yv=None):  # noqa: ANN001, ANN201 - the plain loop the project's must reproduce
@@ -45,7 +55,14 @@ def reference_loop(model, x, xv, cfg, generator, y=None, yv=None):  # noqa: ANN0
         for step in range(math.ceil(len(xt) / cfg.batch_size)):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             if labelled is not None and model.labelled_per_batch:
-                idx = torch.cat([idx, labelled[torch.randint(len(labelled), (model.labelled_per_batch,), generator=generator)]])
+                idx = torch.cat(
+                    [
+                        idx,
+                        labelled[
+                            torch.randint(len(labelled), (model.labelled_per_batch,), generator=generator)
+                        ],
+                    ]
+                )
             xb = xt[idx].float().div_(255.0)
             loss, _ = model.loss(xb, model(xb), yt[idx] if yt is not None else None)
             opt.zero_grad(set_to_none=True)
@@ -68,7 +85,9 @@ def reference_loop(model, x, xv, cfg, generator, y=None, yv=None):  # noqa: ANN0
     return curve
 
 
-@pytest.mark.parametrize(("name", "options"), [("conv", {}), ("denoising", {}), ("vae_joint", {"labelled_per_batch": 4})])
+@pytest.mark.parametrize(
+    ("name", "options"), [("conv", {}), ("denoising", {}), ("vae_joint", {"labelled_per_batch": 4})]
+)
 def test_loop_reproduces_a_plain_reference_loop_exactly_on_cpu(name: str, options: dict) -> None:
     x, xv = toy(), toy(40, seed=1)
     rng = np.random.default_rng(2)
@@ -92,7 +111,12 @@ def test_how_often_the_loss_is_read_back_does_not_change_results() -> None:
     def run(sync_every: int) -> list[float]:
         torch.manual_seed(0)
         cfg = PretrainConfig(epochs=2, batch_size=16, sync_every=sync_every)
-        return [h.train_loss for h in pretrain(build_autoencoder(spec()), x, x[:20], cfg, torch.Generator().manual_seed(0), CPU)]
+        return [
+            h.train_loss
+            for h in pretrain(
+                build_autoencoder(spec()), x, x[:20], cfg, torch.Generator().manual_seed(0), CPU
+            )
+        ]
 
     assert run(1) == run(1000)
 
@@ -113,7 +137,9 @@ def test_streaming_visits_every_row_once_per_epoch_in_full_shuffled_batches(tmp_
     np.save(tmp_path / "x.npy", row_ids(n))
     rows = NpyRows(tmp_path / "x.npy", 0, n)
     labels = np.arange(n) % 7
-    source = StreamBatches(rows, labels, CPU, buffer_bytes=8 * 64 * 64)  # blocks of 128 rows, 4 blocks per buffer
+    source = StreamBatches(
+        rows, labels, CPU, buffer_bytes=8 * 64 * 64
+    )  # blocks of 128 rows, 4 blocks per buffer
     assert source.block_rows < n // 4 and source.blocks_per_buffer > 1
     generator = torch.Generator().manual_seed(0)
     orders = []
@@ -133,7 +159,9 @@ def test_stream_and_memory_evaluate_the_same_batches(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_autoencoder(spec())
     in_memory = evaluate_loss(model, DeviceBatches(torch.from_numpy(x)), 64)
-    streamed = evaluate_loss(model, StreamBatches(NpyRows(tmp_path / "x.npy"), None, CPU, buffer_bytes=64 * 100), 64)
+    streamed = evaluate_loss(
+        model, StreamBatches(NpyRows(tmp_path / "x.npy"), None, CPU, buffer_bytes=64 * 100), 64
+    )
     assert in_memory == streamed
 
 
@@ -143,8 +171,17 @@ def test_stream_mode_trains_from_the_file(tmp_path: Path) -> None:
     rows = NpyRows(tmp_path / "x.npy")
     torch.manual_seed(0)
     cfg = PretrainConfig(epochs=2, batch_size=32, data_mode="stream", stream_buffer_mb=8)
-    history = pretrain(build_autoencoder(spec()), rows, NpyRows(tmp_path / "x.npy", 0, 50), cfg, torch.Generator().manual_seed(0), CPU)
-    assert len(history) == 2 and all(math.isfinite(h.train_loss) and math.isfinite(h.val_loss) for h in history)
+    history = pretrain(
+        build_autoencoder(spec()),
+        rows,
+        NpyRows(tmp_path / "x.npy", 0, 50),
+        cfg,
+        torch.Generator().manual_seed(0),
+        CPU,
+    )
+    assert len(history) == 2 and all(
+        math.isfinite(h.train_loss) and math.isfinite(h.val_loss) for h in history
+    )
     assert history[1].train_loss < history[0].train_loss
 
 
@@ -174,7 +211,9 @@ class NanAfter(torch.nn.Module):
         model.loss = loss
 
 
-def test_a_non_finite_loss_stops_with_the_epoch_and_step_window_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+def test_a_non_finite_loss_stops_with_the_epoch_and_step_window_and_keeps_the_checkpoint(
+    tmp_path: Path,
+) -> None:
     x = toy(160)  # 10 steps of 16 per epoch
     torch.manual_seed(0)
     model = build_autoencoder(spec())
@@ -184,7 +223,12 @@ def test_a_non_finite_loss_stops_with_the_epoch_and_step_window_and_keeps_the_ch
     with pytest.raises(ModelError) as err:
         pretrain(model, x, x[:16], cfg, torch.Generator().manual_seed(0), CPU, checkpoint=ckpt)
     text = str(err.value)
-    assert "epoch 2, steps 5-8 of 10" in text and "nan" in text and "pretrain.lr" in text and str(ckpt.directory) in text
+    assert (
+        "epoch 2, steps 5-8 of 10" in text
+        and "nan" in text
+        and "pretrain.lr" in text
+        and str(ckpt.directory) in text
+    )
     assert ckpt.load()["epoch"] == 1  # the last good epoch, not overwritten
 
 
@@ -206,11 +250,22 @@ def test_resume_from_a_checkpoint_ends_exactly_where_an_uninterrupted_run_ends(t
 
     ckpt = Checkpointer(tmp_path / "ckpt")
     with pytest.raises(Killed):
-        pretrain(fresh(), x, x[:30], cfg, torch.Generator().manual_seed(0), CPU, die_after_first, checkpoint=ckpt)
+        pretrain(
+            fresh(), x, x[:30], cfg, torch.Generator().manual_seed(0), CPU, die_after_first, checkpoint=ckpt
+        )
     torch.manual_seed(123)  # whatever the RNGs hold now, the checkpoint restores them
     replayed = []
     resumed_model = fresh()
-    resumed = pretrain(resumed_model, x, x[:30], cfg, torch.Generator().manual_seed(99), CPU, replayed.append, checkpoint=ckpt)
+    resumed = pretrain(
+        resumed_model,
+        x,
+        x[:30],
+        cfg,
+        torch.Generator().manual_seed(99),
+        CPU,
+        replayed.append,
+        checkpoint=ckpt,
+    )
     assert ckpt.resumed_from == 1 and [h.epoch for h in replayed] == [1, 2, 3]
     assert [(h.train_loss, h.val_loss) for h in resumed] == [(h.train_loss, h.val_loss) for h in expected]
     for key, value in straight.state_dict().items():
@@ -230,7 +285,9 @@ def test_a_checkpoint_of_another_model_is_refused_with_the_fix(tmp_path: Path) -
     x, cfg = toy(64), PretrainConfig(epochs=2, batch_size=32)
     ckpt = Checkpointer(tmp_path / "ckpt")
     torch.manual_seed(0)
-    pretrain(build_autoencoder(spec()), x, x[:8], cfg, torch.Generator(), CPU, checkpoint=ckpt)  # the loop leaves it; the stage clears it
+    pretrain(
+        build_autoencoder(spec()), x, x[:8], cfg, torch.Generator(), CPU, checkpoint=ckpt
+    )  # the loop leaves it; the stage clears it
     wider = ModelSpec(name="conv", input_shape=(1, 8, 8), latent_dim=6, width=8, depth=2)
     with pytest.raises(ModelError, match="does not fit this run") as err:
         pretrain(build_autoencoder(wider), x, x[:8], cfg, torch.Generator(), CPU, checkpoint=ckpt)

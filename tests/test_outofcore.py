@@ -50,7 +50,9 @@ def test_npy_source_prepares_split_by_split_with_the_source_rows(tmp_path: Path)
         rows = ids(images)
         assert np.all(np.diff(rows) > 0) and np.array_equal(labels, rows % 3)
         start += len(rows)
-    assert sorted(np.concatenate([ids(ds.split(s)[0]) for s in ("train", "val", "test")]).tolist()) == list(range(600))
+    assert sorted(np.concatenate([ids(ds.split(s)[0]) for s in ("train", "val", "test")]).tolist()) == list(
+        range(600)
+    )
     assert np.array_equal(ids(ds.split("test")[0]), np.arange(500, 600))  # the given test split is kept
     mean, std = channel_stats(np.asarray(ds.split("train")[0]).copy())
     assert (ds.meta["mean"], ds.meta["std"]) == (mean, std)
@@ -82,7 +84,9 @@ def test_npy_and_npz_sources_prepare_the_same_dataset(tmp_path: Path) -> None:
     np.save(tmp_path / "npy/x.npy", x)
     np.save(tmp_path / "npy/y.npy", y)
     a = prepare.run(parse_params({"data": {"source": f"npy:{tmp_path / 'npy'}"}}), tmp_path / "a")
-    b = prepare.run(parse_params({"data": {"source": f"npz:{write_npz(tmp_path / 'd.npz', x=x, y=y)}"}}), tmp_path / "b")
+    b = prepare.run(
+        parse_params({"data": {"source": f"npz:{write_npz(tmp_path / 'd.npz', x=x, y=y)}"}}), tmp_path / "b"
+    )
     for name in ("x.npy", "y.npy", "splits.npz"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert a["data_hash"] == b["data_hash"]

@@ -32,8 +32,14 @@ def _valid_png(size: int = 8) -> bytes:
 
 
 @SETTINGS
-@given(junk=st.binary(min_size=0, max_size=4096), suffix=st.sampled_from([".png", ".jpg", ".bmp", ".gif", ".tif"]), keep_header=st.booleans())
-def test_random_bytes_as_image_files_only_raise_data_error(junk: bytes, suffix: str, keep_header: bool) -> None:
+@given(
+    junk=st.binary(min_size=0, max_size=4096),
+    suffix=st.sampled_from([".png", ".jpg", ".bmp", ".gif", ".tif"]),
+    keep_header=st.booleans(),
+)
+def test_random_bytes_as_image_files_only_raise_data_error(
+    junk: bytes, suffix: str, keep_header: bool
+) -> None:
     if keep_header:  # a real header followed by garbage exercises the decoders further
         junk = _valid_png()[:64] + junk
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,7 +64,13 @@ arrays = hnp.arrays(
 
 
 @SETTINGS
-@given(x=arrays, y=hnp.arrays(dtype=st.sampled_from([np.int64, np.float64, np.uint8]), shape=hnp.array_shapes(min_dims=1, max_dims=2, max_side=40)))
+@given(
+    x=arrays,
+    y=hnp.arrays(
+        dtype=st.sampled_from([np.int64, np.float64, np.uint8]),
+        shape=hnp.array_shapes(min_dims=1, max_dims=2, max_side=40),
+    ),
+)
 def test_random_arrays_in_npz_only_raise_data_error(x: np.ndarray, y: np.ndarray) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "d.npz"

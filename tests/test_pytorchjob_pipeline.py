@@ -19,7 +19,14 @@ import yaml
 from aepipe.config import parse_params
 from aepipe.errors import ModelError
 from aepipe.pipeline_cli import compile_pipeline, find_repo_root
-from aepipe.pytorchjob import build_pytorchjob, collect_outputs, job_state, run_name, stage_run_dir, wait_for_job
+from aepipe.pytorchjob import (
+    build_pytorchjob,
+    collect_outputs,
+    job_state,
+    run_name,
+    stage_run_dir,
+    wait_for_job,
+)
 from aepipe.stages import prepare
 from tests.servers import free_port
 
@@ -31,13 +38,21 @@ def status(*conditions: tuple[str, str, str]) -> dict:
 
 
 def test_in_pipeline_pretrain_task_launches_the_job_and_mounts_its_volume(tmp_path: Path) -> None:
-    params = parse_params({"kubeflow": {"pytorchjob": {"in_pipeline": True, "volume_claim": "ws", "workdir": "/ws"}}})
+    params = parse_params(
+        {"kubeflow": {"pytorchjob": {"in_pipeline": True, "volume_claim": "ws", "workdir": "/ws"}}}
+    )
     compile_pipeline(params, "reg.example/aepipe:1-cuda", tmp_path / "p.yaml", find_repo_root())
     spec, platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
     tasks = spec["root"]["dag"]["tasks"]
     assert "pretrain" not in tasks and "pretrain-pytorchjob" in tasks
-    assert tasks["pretrain-pytorchjob"]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == "reg.example/aepipe:1-cuda"
-    assert tasks["extract"]["inputs"]["artifacts"]["autoencoder"]["taskOutputArtifact"]["producerTask"] == "pretrain-pytorchjob"
+    assert (
+        tasks["pretrain-pytorchjob"]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"]
+        == "reg.example/aepipe:1-cuda"
+    )
+    assert (
+        tasks["extract"]["inputs"]["artifacts"]["autoencoder"]["taskOutputArtifact"]["producerTask"]
+        == "pretrain-pytorchjob"
+    )
     executor = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain-pytorchjob"]
     assert executor["pvcMount"][0]["mountPath"] == "/ws" and executor["pvcMount"][0]["constant"] == "ws"
     assert "tolerations" not in executor  # the launcher waits; the job's pods get the GPUs
@@ -48,28 +63,50 @@ def test_in_pipeline_pretrain_task_launches_the_job_and_mounts_its_volume(tmp_pa
 def test_default_pipeline_keeps_the_single_gpu_pretrain_task(tmp_path: Path) -> None:
     compile_pipeline(parse_params({}), "img", tmp_path / "p.yaml", find_repo_root())
     spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
-    assert "pretrain" in spec["root"]["dag"]["tasks"] and "pretrain-pytorchjob" not in spec["root"]["dag"]["tasks"]
+    assert (
+        "pretrain" in spec["root"]["dag"]["tasks"]
+        and "pretrain-pytorchjob" not in spec["root"]["dag"]["tasks"]
+    )
 
 
 def test_job_state_reads_the_operators_conditions() -> None:
     assert job_state({}) is None
     assert job_state(status(("Created", "True", ""), ("Running", "True", ""))) is None
     assert job_state(status(("Running", "True", ""), ("Succeeded", "True", "done"))) == ("Succeeded", "done")
-    assert job_state(status(("Running", "False", ""), ("Failed", "True", "OOMKilled"))) == ("Failed", "OOMKilled")
+    assert job_state(status(("Running", "False", ""), ("Failed", "True", "OOMKilled"))) == (
+        "Failed",
+        "OOMKilled",
+    )
 
 
 def test_wait_returns_on_success_and_names_the_job_on_failure_or_timeout() -> None:
-    answers = iter([status(("Running", "True", "")), status(("Running", "True", "")), status(("Succeeded", "True", ""))])
+    answers = iter(
+        [status(("Running", "True", "")), status(("Running", "True", "")), status(("Succeeded", "True", ""))]
+    )
     slept: list[float] = []
     job = wait_for_job(lambda: next(answers), "ns", "job-1", 100, 5, sleep=slept.append)
     assert job_state(job) == ("Succeeded", "") and slept == [5, 5]
 
-    with pytest.raises(ModelError, match=r"PyTorchJob ns/job-1 failed: OOMKilled; see `kubectl -n ns logs job-1-master-0`"):
-        wait_for_job(lambda: status(("Failed", "True", "OOMKilled")), "ns", "job-1", 100, 5, sleep=lambda s: None)
+    with pytest.raises(
+        ModelError, match=r"PyTorchJob ns/job-1 failed: OOMKilled; see `kubectl -n ns logs job-1-master-0`"
+    ):
+        wait_for_job(
+            lambda: status(("Failed", "True", "OOMKilled")), "ns", "job-1", 100, 5, sleep=lambda s: None
+        )
 
     now = [0.0]
-    with pytest.raises(ModelError, match=r"did not finish within 0\.00 h; raise kubeflow.pytorchjob.timeout_hours"):
-        wait_for_job(lambda: status(("Running", "True", "")), "ns", "job-1", 10, 4, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    with pytest.raises(
+        ModelError, match=r"did not finish within 0\.00 h; raise kubeflow.pytorchjob.timeout_hours"
+    ):
+        wait_for_job(
+            lambda: status(("Running", "True", "")),
+            "ns",
+            "job-1",
+            10,
+            4,
+            clock=lambda: now[0],
+            sleep=lambda s: now.__setitem__(0, now[0] + s),
+        )
     assert now[0] == 12  # polled at 0, 4, 8, 12: gave up at the first poll past the deadline
 
 
@@ -92,7 +129,14 @@ def test_the_jobs_own_command_trains_in_the_staged_folder_and_outputs_come_back(
         {
             "pretrain": {"epochs": 1},
             "model": {"name": "conv", "width": 4},
-            "kubeflow": {"pytorchjob": {"workers": 1, "gpus_per_worker": 0, "procs_per_worker": 1, "workdir": str(tmp_path / "ws")}},
+            "kubeflow": {
+                "pytorchjob": {
+                    "workers": 1,
+                    "gpus_per_worker": 0,
+                    "procs_per_worker": 1,
+                    "workdir": str(tmp_path / "ws"),
+                }
+            },
         }
     )
     data = tmp_path / "prepared"
@@ -100,13 +144,21 @@ def test_the_jobs_own_command_trains_in_the_staged_folder_and_outputs_come_back(
     run_dir = tmp_path / "ws" / "runs" / run_name("kfp-run-1")
     stage_run_dir(run_dir, params, data)
 
-    job = build_pytorchjob(params, "img", workdir=str(run_dir), name="aepipe-pretrain-kfp-run-1", extra_env={"AEPIPE_EXECUTION_KEY": "kfp-run-1"})
+    job = build_pytorchjob(
+        params,
+        "img",
+        workdir=str(run_dir),
+        name="aepipe-pretrain-kfp-run-1",
+        extra_env={"AEPIPE_EXECUTION_KEY": "kfp-run-1"},
+    )
     (container,) = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
     assert container["workingDir"] == str(run_dir)
     assert {"name": "AEPIPE_EXECUTION_KEY", "value": "kfp-run-1"} in container["env"]
     assert "--rdzv-id=aepipe-pretrain-kfp-run-1" in container["command"]
     # What Kubernetes would expand, and the venv's torchrun instead of the image's PATH one.
-    command = [c.replace("$(MASTER_ADDR):$(MASTER_PORT)", f"127.0.0.1:{free_port()}") for c in container["command"]]
+    command = [
+        c.replace("$(MASTER_ADDR):$(MASTER_PORT)", f"127.0.0.1:{free_port()}") for c in container["command"]
+    ]
     command[0] = str(Path(sys.executable).parent / "torchrun")
     env = {
         **os.environ,

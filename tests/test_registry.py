@@ -62,9 +62,25 @@ def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer)
             (root / key / "plots").mkdir(parents=True)
             for f in ("pretrain_loss.png", "pretrain_loss.csv"):
                 (root / key / "plots" / f).write_bytes((root / "plots" / f).read_bytes())
-            train.run(p, root / "data", root / "features", root / "ae", root / key / "clf", mdir / "train.json", root / key / "plots")
-            ev = evaluate.run(p, root / "data", root / "ae", root / key / "clf", mdir / "eval.json", root / key / "plots")
-            heads[key] = {"params": p, "metrics_dir": mdir, "clf": root / key / "clf", "plots": root / key / "plots", "eval": ev}
+            train.run(
+                p,
+                root / "data",
+                root / "features",
+                root / "ae",
+                root / key / "clf",
+                mdir / "train.json",
+                root / key / "plots",
+            )
+            ev = evaluate.run(
+                p, root / "data", root / "ae", root / key / "clf", mdir / "eval.json", root / key / "plots"
+            )
+            heads[key] = {
+                "params": p,
+                "metrics_dir": mdir,
+                "clf": root / key / "clf",
+                "plots": root / key / "plots",
+                "eval": ev,
+            }
         yield {"root": root, "heads": heads, "server": mlflow_server}
         mlflow.set_tracking_uri(None)
 
@@ -72,8 +88,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer)
 def register(world, key: str, select: str = "best") -> dict:
     h = world["heads"][key]
     return run_stage(
-        "register", h["params"], data_dir=world["root"] / "data", model_dir=world["root"] / "ae", classifier_dir=h["clf"],
-        metrics_dir=h["metrics_dir"], plots_dir=h["plots"], out_path=world["root"] / key / "registration.json", select=select,
+        "register",
+        h["params"],
+        data_dir=world["root"] / "data",
+        model_dir=world["root"] / "ae",
+        classifier_dir=h["clf"],
+        metrics_dir=h["metrics_dir"],
+        plots_dir=h["plots"],
+        out_path=world["root"] / key / "registration.json",
+        select=select,
     )
 
 
@@ -110,15 +133,33 @@ def test_selection_registers_best_validation_once(world, client) -> None:
 
     # the review pack on the source run and the version's description/tags, through the REST API
     url = world["server"].url
-    got = requests.get(f"{url}/api/2.0/mlflow/model-versions/get", params={"name": NAME, "version": challenger.version}, timeout=10).json()
+    got = requests.get(
+        f"{url}/api/2.0/mlflow/model-versions/get",
+        params={"name": NAME, "version": challenger.version},
+        timeout=10,
+    ).json()
     mv = got["model_version"]
     assert "test accuracy" in mv["description"] and "validation accuracy" in mv["description"]
     tags = {t["key"]: t["value"] for t in mv["tags"]}
-    for key in ("aepipe.git_commit", "aepipe.data_hash", "aepipe.dataset", "aepipe.variant", "aepipe.head", "aepipe.labels_used"):
+    for key in (
+        "aepipe.git_commit",
+        "aepipe.data_hash",
+        "aepipe.dataset",
+        "aepipe.variant",
+        "aepipe.head",
+        "aepipe.labels_used",
+    ):
         assert tags.get(key), key
     assert tags["aepipe.data_hash"] == data_hash and tags["aepipe.dataset"] == "digits"
     arts = {a.path for a in client.list_artifacts(mv["run_id"], "review")}
-    for name in ("model_card.md", "confusion.png", "reconstructions.png", "latent_projection.png", "misclassified.png", "pretrain_loss.png"):
+    for name in (
+        "model_card.md",
+        "confusion.png",
+        "reconstructions.png",
+        "latent_projection.png",
+        "misclassified.png",
+        "pretrain_loss.png",
+    ):
         assert f"review/{name}" in arts, arts
     card = Path(client.download_artifacts(mv["run_id"], "review/model_card.md")).read_text()
     assert "## Label efficiency" in card and "## Limitations" in card and "| 0 |" in card
@@ -127,7 +168,9 @@ def test_selection_registers_best_validation_once(world, client) -> None:
     import mlflow
 
     enc = client.get_model_version_by_alias(f"{NAME}-encoder", "challenger")
-    feats = mlflow.pyfunc.load_model(f"models:/{NAME}-encoder/{enc.version}").predict(load_prepared(world["root"] / "data").split("test")[0][:4])
+    feats = mlflow.pyfunc.load_model(f"models:/{NAME}-encoder/{enc.version}").predict(
+        load_prepared(world["root"] / "data").split("test")[0][:4]
+    )
     assert feats.shape[0] == 4 and feats.shape[1] > 8
 
 
@@ -140,10 +183,19 @@ def test_promotion_gate_force_and_rollback(world, client) -> None:
 
     def reg(key: str) -> str:
         h = world["heads"][key]
-        p = h["params"].model_copy(update={"mlflow": h["params"].mlflow.model_copy(update={"model_name": name})})
+        p = h["params"].model_copy(
+            update={"mlflow": h["params"].mlflow.model_copy(update={"model_name": name})}
+        )
         return run_stage(
-            "register", p, data_dir=world["root"] / "data", model_dir=world["root"] / "ae", classifier_dir=h["clf"],
-            metrics_dir=h["metrics_dir"], plots_dir=h["plots"], out_path=world["root"] / "gate.json", select="current",
+            "register",
+            p,
+            data_dir=world["root"] / "data",
+            model_dir=world["root"] / "ae",
+            classifier_dir=h["clf"],
+            metrics_dir=h["metrics_dir"],
+            plots_dir=h["plots"],
+            out_path=world["root"] / "gate.json",
+            select="current",
         )["version"]
 
     v_worst = reg(worst)
@@ -154,7 +206,11 @@ def test_promotion_gate_force_and_rollback(world, client) -> None:
     assert str(client.get_model_version_by_alias(name, "challenger").version) == v_best
     # a margin the challenger cannot meet: refused, with both numbers in the message
     too_high = promote(client, name, metric, margin=1.0)
-    assert not too_high.promoted and f"{tests[best]:.4f}" in too_high.message and f"{tests[worst]:.4f}" in too_high.message
+    assert (
+        not too_high.promoted
+        and f"{tests[best]:.4f}" in too_high.message
+        and f"{tests[worst]:.4f}" in too_high.message
+    )
     ok = promote(client, name, metric, margin=0.0)
     assert ok.promoted and ok.version == v_best and ok.previous == v_worst
     assert str(client.get_model_version_by_alias(name, "previous-champion").version) == v_worst
@@ -168,19 +224,27 @@ def test_promotion_gate_force_and_rollback(world, client) -> None:
     # ... force needs a reason, and records it
     with pytest.raises(Exception, match="--reason"):
         promote(client, name, metric, 0.0, version=v_worst, force=True)
-    forced = promote(client, name, metric, 0.0, version=v_worst, force=True, reason="incident 42: revert to known model")
+    forced = promote(
+        client, name, metric, 0.0, version=v_worst, force=True, reason="incident 42: revert to known model"
+    )
     assert forced.promoted
     tags = client.get_model_version(name, v_worst).tags
-    assert tags["aepipe.promotion_forced"] == "true" and tags["aepipe.promotion_reason"].startswith("incident 42")
+    assert tags["aepipe.promotion_forced"] == "true" and tags["aepipe.promotion_reason"].startswith(
+        "incident 42"
+    )
     assert tags["aepipe.promoted_by"]
 
     # rollback gives the champion back to the previous one, then one step further back
     back = rollback(client, name)
-    assert back.version == v_best and str(client.get_model_version_by_alias(name, "champion").version) == v_best
+    assert (
+        back.version == v_best and str(client.get_model_version_by_alias(name, "champion").version) == v_best
+    )
     assert str(client.get_model_version_by_alias(name, "previous-champion").version) == v_worst
 
 
-def test_cli_promote_refusal_exit_code_and_predict(world, client, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+def test_cli_promote_refusal_exit_code_and_predict(
+    world, client, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(f"mlflow:\n  model_name: {NAME}\n  experiment: review\n")
     champion_before = None
@@ -196,7 +260,10 @@ def test_cli_promote_refusal_exit_code_and_predict(world, client, tmp_path: Path
         Image.fromarray(x[i, 0]).save(tmp_path / f"img{i}.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     capsys.readouterr()
-    assert main(["predict", "--json", "--model", f"models:/{NAME}@champion", "img0.png", "img1.png", "img2.png"]) == 0
+    assert (
+        main(["predict", "--json", "--model", f"models:/{NAME}@champion", "img0.png", "img1.png", "img2.png"])
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [r["input"] for r in rows] == ["img0.png", "img1.png", "img2.png"]
     assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
@@ -214,10 +281,30 @@ def test_served_model_answers_like_in_process(world, client) -> None:
     x = load_prepared(world["root"] / "data").split("test")[0][:16]
     local = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").predict(np.ascontiguousarray(x))
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": world["server"].url, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": world["server"].url,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    cmd = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "models",
+        "serve",
+        "-m",
+        f"models:/{NAME}@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        "1",
+    ]
     log = world["root"] / "serve.log"
-    proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -233,8 +320,12 @@ def test_served_model_answers_like_in_process(world, client) -> None:
         assert r.status_code == 200, r.text
         served = r.json()["predictions"]
         assert [p["class_index"] for p in served] == local["class_index"].tolist()
-        np.testing.assert_allclose([p["probabilities"] for p in served], np.stack(local["probabilities"].to_numpy()), rtol=1e-6)
-        bad = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": x[:, 0].tolist()}, timeout=60)
+        np.testing.assert_allclose(
+            [p["probabilities"] for p in served], np.stack(local["probabilities"].to_numpy()), rtol=1e-6
+        )
+        bad = requests.post(
+            f"http://127.0.0.1:{port}/invocations", json={"inputs": x[:, 0].tolist()}, timeout=60
+        )
         assert bad.status_code == 400  # the signature wants N×1×8×8
     finally:
         os.killpg(os.getpgid(proc.pid), 15)
@@ -248,8 +339,16 @@ def test_new_classifier_on_a_registered_encoder(world, client, tmp_path: Path) -
     from aepipe.models.io import load_autoencoder
 
     uri = f"models:/{NAME}-encoder@challenger"
-    p = parse_params({"pretrain": {"epochs": 0, "init_from": uri}, "model": {"width": 8}, "classifier": {"labels_per_class": 3}})
-    result = pretrain.run(p, world["root"] / "data", tmp_path / "ae", tmp_path / "pretrain.json", tmp_path / "plots")
+    p = parse_params(
+        {
+            "pretrain": {"epochs": 0, "init_from": uri},
+            "model": {"width": 8},
+            "classifier": {"labels_per_class": 3},
+        }
+    )
+    result = pretrain.run(
+        p, world["root"] / "data", tmp_path / "ae", tmp_path / "pretrain.json", tmp_path / "plots"
+    )
     enc_version = client.get_model_version_by_alias(f"{NAME}-encoder", "challenger").version
     assert result["init_from"] == f"models:/{NAME}-encoder/{enc_version}"
     reused, original = load_autoencoder(tmp_path / "ae"), load_autoencoder(world["root"] / "ae")
@@ -257,12 +356,28 @@ def test_new_classifier_on_a_registered_encoder(world, client, tmp_path: Path) -
     with torch.inference_mode():
         torch.testing.assert_close(reused.features(x), original.features(x), rtol=0, atol=0)
     extract.run(p, world["root"] / "data", tmp_path / "ae", tmp_path / "features")
-    trained = train.run(p, world["root"] / "data", tmp_path / "features", tmp_path / "ae", tmp_path / "clf", tmp_path / "train.json", tmp_path)
+    trained = train.run(
+        p,
+        world["root"] / "data",
+        tmp_path / "features",
+        tmp_path / "ae",
+        tmp_path / "clf",
+        tmp_path / "train.json",
+        tmp_path,
+    )
     assert trained["labels_used"] == 30 and trained["val_accuracy"] > 0.5
 
     with pytest.raises(ConfigError, match="epochs: 0 needs pretrain.init_from"):
         parse_params({"pretrain": {"epochs": 0}})
-    wrong = parse_params({"pretrain": {"epochs": 0, "init_from": uri}, "data": {"source": "digits"}, "model": {"depth": 1}})
+    wrong = parse_params(
+        {"pretrain": {"epochs": 0, "init_from": uri}, "data": {"source": "digits"}, "model": {"depth": 1}}
+    )
     with pytest.raises(ModelError, match="init_from"):
         # a variant the registry knows but the encoder is not
-        pretrain.run(wrong.model_copy(update={"model": wrong.model.model_copy(update={"name": "nope"})}), world["root"] / "data", tmp_path / "x", tmp_path / "x.json", tmp_path)
+        pretrain.run(
+            wrong.model_copy(update={"model": wrong.model.model_copy(update={"name": "nope"})}),
+            world["root"] / "data",
+            tmp_path / "x",
+            tmp_path / "x.json",
+            tmp_path,
+        )

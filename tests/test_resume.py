@@ -23,17 +23,29 @@ pytestmark = pytest.mark.slow
 
 def cli_env(checkpoints: Path) -> dict[str, str]:
     path = os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "AEPIPE_CHECKPOINT_DIR": str(checkpoints), "AEPIPE_PROGRESS": "0", "MLFLOW_TRACKING_URI": f"sqlite:///{checkpoints.parent / 'mlflow.db'}"}
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "AEPIPE_CHECKPOINT_DIR": str(checkpoints),
+        "AEPIPE_PROGRESS": "0",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{checkpoints.parent / 'mlflow.db'}",
+    }
 
 
-def run_cli(args: list[str], root: Path, kill_after_checkpoint: bool = False) -> subprocess.CompletedProcess | None:
+def run_cli(
+    args: list[str], root: Path, kill_after_checkpoint: bool = False
+) -> subprocess.CompletedProcess | None:
     """Run ``aepipe ...``; with ``kill_after_checkpoint``, SIGKILL it as soon as its first
     checkpoint file appears and return None."""
     checkpoints = root / "checkpoints"
     cmd = [sys.executable, "-m", "aepipe.cli", "--params", str(root / "params.yaml"), *args]
     if not kill_after_checkpoint:
-        return subprocess.run(cmd, env=cli_env(checkpoints), cwd=root, capture_output=True, text=True, check=True, timeout=600)
-    proc = subprocess.Popen(cmd, env=cli_env(checkpoints), cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.run(
+            cmd, env=cli_env(checkpoints), cwd=root, capture_output=True, text=True, check=True, timeout=600
+        )
+    proc = subprocess.Popen(
+        cmd, env=cli_env(checkpoints), cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 600
     while not list(checkpoints.glob("*/last.pt")):
         assert proc.poll() is None, "the run ended before writing a checkpoint"
@@ -64,7 +76,17 @@ def setup_run(base: Path, name: str, params: dict) -> Path:
 
 def test_killed_pretraining_resumes_to_the_uninterrupted_result(digits: Path) -> None:
     params = {"pretrain": {"epochs": 8}, "model": {"width": 4}, "device": "cpu"}
-    args = ["pretrain", "--data", str(digits / "data"), "--model", "ae", "--metrics", "pretrain.json", "--plots", "plots"]
+    args = [
+        "pretrain",
+        "--data",
+        str(digits / "data"),
+        "--model",
+        "ae",
+        "--metrics",
+        "pretrain.json",
+        "--plots",
+        "plots",
+    ]
     straight = setup_run(digits, "pretrain-straight", params)
     run_cli(args, straight)
     killed = setup_run(digits, "pretrain-killed", params)
@@ -72,12 +94,19 @@ def test_killed_pretraining_resumes_to_the_uninterrupted_result(digits: Path) ->
     assert not (killed / "pretrain.json").exists() and list((killed / "checkpoints").glob("*/last.pt"))
     start = time.perf_counter()
     result = json.loads(run_cli(args, killed).stdout)
-    print(f"resumed pretraining from epoch {result['resumed_from_epoch']} in {time.perf_counter() - start:.1f} s")
+    print(
+        f"resumed pretraining from epoch {result['resumed_from_epoch']} in {time.perf_counter() - start:.1f} s"
+    )
     assert result["resumed_from_epoch"] >= 1
     expected = json.loads((straight / "pretrain.json").read_text())
     got = json.loads((killed / "pretrain.json").read_text())
-    assert (got["final_train_loss"], got["final_val_loss"]) == (expected["final_train_loss"], expected["final_val_loss"])
-    assert (killed / "plots/pretrain_loss.csv").read_text() == (straight / "plots/pretrain_loss.csv").read_text()
+    assert (got["final_train_loss"], got["final_val_loss"]) == (
+        expected["final_train_loss"],
+        expected["final_val_loss"],
+    )
+    assert (killed / "plots/pretrain_loss.csv").read_text() == (
+        straight / "plots/pretrain_loss.csv"
+    ).read_text()
     a, b = weights(straight / "ae/weights.pt"), weights(killed / "ae/weights.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not any((killed / "checkpoints").iterdir())  # removed once the outputs were written
@@ -87,8 +116,26 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_result(digits: Path) -> 
     params = parse_params({"pretrain": {"epochs": 1}, "model": {"width": 4}, "device": "cpu"})
     pretrain.run(params, digits / "data", digits / "ae", digits / "p.json", digits / "plots")
     extract.run(params, digits / "data", digits / "ae", digits / "features")
-    head = {"classifier": {"head": "finetune", "finetune": {"max_epochs": 6, "patience": 6, "augment": True}}, "model": {"width": 4}, "device": "cpu"}
-    args = ["train", "--data", str(digits / "data"), "--features", str(digits / "features"), "--model", str(digits / "ae"), "--out", "clf", "--metrics", "train.json", "--plots", "plots"]
+    head = {
+        "classifier": {"head": "finetune", "finetune": {"max_epochs": 6, "patience": 6, "augment": True}},
+        "model": {"width": 4},
+        "device": "cpu",
+    }
+    args = [
+        "train",
+        "--data",
+        str(digits / "data"),
+        "--features",
+        str(digits / "features"),
+        "--model",
+        str(digits / "ae"),
+        "--out",
+        "clf",
+        "--metrics",
+        "train.json",
+        "--plots",
+        "plots",
+    ]
     straight = setup_run(digits, "train-straight", head)
     run_cli(args, straight)
     killed = setup_run(digits, "train-killed", head)

@@ -17,7 +17,14 @@ from tests.servers import MlflowServer, S3Server
 from tests.test_dvc_pipeline import dvc, set_params
 
 pytestmark = pytest.mark.slow
-OUTPUTS = ("data/prepared", "models/autoencoder", "features", "models/classifier", "plots/confusion.png", "reports/registration.json")
+OUTPUTS = (
+    "data/prepared",
+    "models/autoencoder",
+    "features",
+    "models/classifier",
+    "plots/confusion.png",
+    "reports/registration.json",
+)
 
 
 def digest(repo: Path) -> dict[str, str]:
@@ -41,15 +48,26 @@ def s3(monkeypatch: pytest.MonkeyPatch):
     server.stop()
 
 
-def test_dvc_remote_and_mlflow_artifacts_round_trip_through_s3(repo_copy: Path, s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dvc_remote_and_mlflow_artifacts_round_trip_through_s3(
+    repo_copy: Path, s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    server = MlflowServer(tmp_path / "mlflow", artifacts="s3://aepipe-mlflow/artifacts", env={"MLFLOW_S3_ENDPOINT_URL": s3.url, **S3Server.CREDENTIALS}).start()
+    server = MlflowServer(
+        tmp_path / "mlflow",
+        artifacts="s3://aepipe-mlflow/artifacts",
+        env={"MLFLOW_S3_ENDPOINT_URL": s3.url, **S3Server.CREDENTIALS},
+    ).start()
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
         mlflow.set_tracking_uri(server.url)
-        set_params(repo_copy, pretrain={"epochs": 2}, model={"width": 8}, mlflow={"experiment": "s3", "model_name": "s3-digits"})
+        set_params(
+            repo_copy,
+            pretrain={"epochs": 2},
+            model={"width": 8},
+            mlflow={"experiment": "s3", "model_name": "s3-digits"},
+        )
         dvc(repo_copy, "remote", "add", "-d", "store", "s3://aepipe-dvc/cache")
         dvc(repo_copy, "remote", "modify", "store", "endpointurl", s3.url)
         assert "testing" not in (repo_copy / ".dvc/config").read_text()  # no credentials in the repo
@@ -64,7 +82,9 @@ def test_dvc_remote_and_mlflow_artifacts_round_trip_through_s3(repo_copy: Path, 
         ds = load_prepared(repo_copy / "data/prepared")
         x, y = ds.split("test")
         acc = float((model.predict(np.ascontiguousarray(x))["class_index"].to_numpy() == y).mean())
-        assert acc == pytest.approx(json.loads((repo_copy / "metrics/eval.json").read_text())["test_accuracy"], abs=1e-12)
+        assert acc == pytest.approx(
+            json.loads((repo_copy / "metrics/eval.json").read_text())["test_accuracy"], abs=1e-12
+        )
         run_id = MlflowClient().get_model_version_by_alias("s3-digits", "challenger").run_id
         assert MlflowClient().get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
 
@@ -78,8 +98,12 @@ def test_dvc_remote_and_mlflow_artifacts_round_trip_through_s3(repo_copy: Path, 
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         dvc(repo_copy, "pull")
         assert digest(repo_copy) == before
-        print(f"S3 round trip: DVC {n_dvc} objects / {size_dvc} bytes; MLflow {n_mlflow} objects / {size_mlflow} bytes")
-        (tmp_path / "sizes.json").write_text(json.dumps({"dvc": [n_dvc, size_dvc], "mlflow": [n_mlflow, size_mlflow]}))
+        print(
+            f"S3 round trip: DVC {n_dvc} objects / {size_dvc} bytes; MLflow {n_mlflow} objects / {size_mlflow} bytes"
+        )
+        (tmp_path / "sizes.json").write_text(
+            json.dumps({"dvc": [n_dvc, size_dvc], "mlflow": [n_mlflow, size_mlflow]})
+        )
     finally:
         mlflow.set_tracking_uri(None)
         server.stop()

@@ -49,7 +49,11 @@ def test_npz_x_y_nhwc_rgb_and_float_in_unit_range(tmp_path: Path) -> None:
 
 def test_npz_class_names_are_used(tmp_path: Path) -> None:
     x, y = toy_images(n_per_class=5, classes=2)
-    raw = load_source(data_cfg(source=f"npz:{write_npz(tmp_path / 'd.npz', x=x, y=y, class_names=np.array(['cat', 'dog']))}"))
+    raw = load_source(
+        data_cfg(
+            source=f"npz:{write_npz(tmp_path / 'd.npz', x=x, y=y, class_names=np.array(['cat', 'dog']))}"
+        )
+    )
     assert raw.classes == ["cat", "dog"]
 
 

@@ -20,8 +20,18 @@ def run_all(params, root: Path) -> dict:
     prepare.run(params, root / "data")
     pretrain.run(params, root / "data", root / "ae", root / "metrics/pretrain.json", root / "plots")
     extract.run(params, root / "data", root / "ae", root / "features")
-    train.run(params, root / "data", root / "features", root / "ae", root / "clf", root / "metrics/train.json", root / "plots")
-    return evaluate.run(params, root / "data", root / "ae", root / "clf", root / "metrics/eval.json", root / "plots")
+    train.run(
+        params,
+        root / "data",
+        root / "features",
+        root / "ae",
+        root / "clf",
+        root / "metrics/train.json",
+        root / "plots",
+    )
+    return evaluate.run(
+        params, root / "data", root / "ae", root / "clf", root / "metrics/eval.json", root / "plots"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,5 +72,7 @@ def test_same_params_same_metrics_on_cpu(fast_run: tuple[Path, dict], tmp_path: 
 def test_labels_per_class_uses_a_stratified_subset(fast_run: tuple[Path, dict], tmp_path: Path) -> None:
     root, _ = fast_run
     params = parse_params({**FAST, "classifier": {"labels_per_class": 5}})
-    result = train.run(params, root / "data", root / "features", root / "ae", tmp_path / "clf", tmp_path / "m.json", tmp_path)
+    result = train.run(
+        params, root / "data", root / "features", root / "ae", tmp_path / "clf", tmp_path / "m.json", tmp_path
+    )
     assert result["labels_used"] == 50 and result["class_counts"] == [5] * 10

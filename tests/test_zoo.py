@@ -16,7 +16,17 @@ from aepipe.training.pretrain import pretrain
 
 
 def spec(name: str, options: dict | None = None, **kw) -> ModelSpec:
-    base = dict(name=name, input_shape=(1, 8, 8), latent_dim=6, width=4, depth=2, options=options or {}, mean=(0.3,), std=(0.2,), n_classes=3)
+    base = dict(
+        name=name,
+        input_shape=(1, 8, 8),
+        latent_dim=6,
+        width=4,
+        depth=2,
+        options=options or {},
+        mean=(0.3,),
+        std=(0.2,),
+        n_classes=3,
+    )
     return ModelSpec(**{**base, **kw})
 
 
@@ -133,7 +143,9 @@ def test_mae_masks_whole_patches_at_the_ratio_and_scores_only_hidden_pixels() ->
     x = batch(16)
     mask = patch_mask(torch.rand(16, 1, 28, 28), 0.75, 4)
     assert mask.shape == (16, 1, 28, 28)
-    assert torch.all(mask.view(16, 7, 4, 7, 4).amax(dim=(2, 4)) == mask.view(16, 7, 4, 7, 4).amin(dim=(2, 4)))  # whole patches
+    assert torch.all(
+        mask.view(16, 7, 4, 7, 4).amax(dim=(2, 4)) == mask.view(16, 7, 4, 7, 4).amin(dim=(2, 4))
+    )  # whole patches
     assert torch.all(mask.sum(dim=(1, 2, 3)) == round(0.75 * 49) * 16)
     model = build_autoencoder(spec("mae", {"mask_ratio": 0.5, "patch_size": 2}))
     torch.manual_seed(0)
@@ -176,7 +188,9 @@ def test_pretraining_passes_labels_only_to_models_that_use_them() -> None:
     cfg = PretrainConfig(epochs=2, batch_size=16)
     torch.manual_seed(0)
     joint = build_autoencoder(spec("vae_joint", {"labelled_per_batch": 4}))
-    history = pretrain(joint, x, x[:12], cfg, torch.Generator().manual_seed(0), torch.device("cpu"), None, partial, y[:12])
+    history = pretrain(
+        joint, x, x[:12], cfg, torch.Generator().manual_seed(0), torch.device("cpu"), None, partial, y[:12]
+    )
     assert history[-1].parts["ce"] > 0 and np.isfinite(history[-1].train_loss)
     with pytest.raises(ModelError, match="trains with labels"):
         pretrain(build_autoencoder(spec("vae_joint")), x, x[:12], cfg, torch.Generator(), torch.device("cpu"))
@@ -185,18 +199,29 @@ def test_pretraining_passes_labels_only_to_models_that_use_them() -> None:
     def conv_run(labels: np.ndarray | None) -> float:
         torch.manual_seed(0)
         model = build_autoencoder(spec("conv"))
-        return pretrain(model, x, x[:12], cfg, torch.Generator().manual_seed(0), torch.device("cpu"), None, labels, y[:12])[-1].val_loss
+        return pretrain(
+            model, x, x[:12], cfg, torch.Generator().manual_seed(0), torch.device("cpu"), None, labels, y[:12]
+        )[-1].val_loss
 
     assert conv_run(partial) == conv_run(None)
 
 
-def test_pretrain_stage_gives_vae_joint_the_labelled_subset_train_uses(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrain_stage_gives_vae_joint_the_labelled_subset_train_uses(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from aepipe.data.prepared import load_prepared
     from aepipe.data.splits import labelled_subset
     from aepipe.stages import prepare
     from aepipe.stages import pretrain as stage
 
-    params = parse_params({"seed": 3, "model": {"name": "vae_joint", "width": 4}, "pretrain": {"epochs": 1}, "classifier": {"labels_per_class": 2}})
+    params = parse_params(
+        {
+            "seed": 3,
+            "model": {"name": "vae_joint", "width": 4},
+            "pretrain": {"epochs": 1},
+            "classifier": {"labels_per_class": 2},
+        }
+    )
     prepare.run(params, tmp_path / "data")
     seen = {}
     real = stage.pretrain

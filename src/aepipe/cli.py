@@ -19,9 +19,29 @@ STAGE_ARGS: dict[str, dict[str, str]] = {
     "prepare": {"out": "out_dir"},
     "pretrain": {"data": "data_dir", "model": "model_dir", "metrics": "metrics_path", "plots": "plots_dir"},
     "extract": {"data": "data_dir", "model": "model_dir", "out": "features_dir"},
-    "train": {"data": "data_dir", "features": "features_dir", "model": "model_dir", "out": "classifier_dir", "metrics": "metrics_path", "plots": "plots_dir"},
-    "evaluate": {"data": "data_dir", "model": "model_dir", "classifier": "classifier_dir", "metrics": "metrics_path", "plots": "plots_dir"},
-    "register": {"data": "data_dir", "model": "model_dir", "classifier": "classifier_dir", "metrics_dir": "metrics_dir", "plots": "plots_dir", "out": "out_path"},
+    "train": {
+        "data": "data_dir",
+        "features": "features_dir",
+        "model": "model_dir",
+        "out": "classifier_dir",
+        "metrics": "metrics_path",
+        "plots": "plots_dir",
+    },
+    "evaluate": {
+        "data": "data_dir",
+        "model": "model_dir",
+        "classifier": "classifier_dir",
+        "metrics": "metrics_path",
+        "plots": "plots_dir",
+    },
+    "register": {
+        "data": "data_dir",
+        "model": "model_dir",
+        "classifier": "classifier_dir",
+        "metrics_dir": "metrics_dir",
+        "plots": "plots_dir",
+        "out": "out_path",
+    },
 }
 
 DATA = "data/prepared"
@@ -65,11 +85,24 @@ def cmd_promote(args: argparse.Namespace, params: Any) -> dict[str, Any]:
 
     cfg = params.mlflow
     margin = cfg.promotion_margin if args.margin is None else args.margin
-    d = promote(client(), args.name or cfg.model_name, cfg.promotion_metric, margin, args.version, args.force, args.reason)
+    d = promote(
+        client(),
+        args.name or cfg.model_name,
+        cfg.promotion_metric,
+        margin,
+        args.version,
+        args.force,
+        args.reason,
+    )
     if not d.promoted:
         print(f"aepipe promote: {d.message}", file=sys.stderr)
         raise SystemExit(1 if d.message.startswith("refused") else 0)
-    return {"promoted": d.promoted, "champion": d.version, "previous_champion": d.previous, "message": d.message}
+    return {
+        "promoted": d.promoted,
+        "champion": d.version,
+        "previous_champion": d.previous,
+        "message": d.message,
+    }
 
 
 def cmd_rollback(args: argparse.Namespace, params: Any) -> dict[str, Any]:
@@ -90,7 +123,9 @@ def cmd_predict(args: argparse.Namespace, params: Any) -> Any:
     if args.json:
         return rows
     for r in rows:
-        print(f"{r['input']}\t{r['class']}\t{r['probability']:.4f}\t{' '.join(f'{p:.4f}' for p in r['probabilities'])}")
+        print(
+            f"{r['input']}\t{r['class']}\t{r['probability']:.4f}\t{' '.join(f'{p:.4f}' for p in r['probabilities'])}"
+        )
     return None
 
 
@@ -109,36 +144,79 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(f"--{opt.replace('_', '-')}", default=default, help=f"{text} (default: {default})")
         p.set_defaults(fn=fn)
 
-    add("prepare", cmd_stage, "load data.source, split, write the prepared dataset", out=(DATA, "prepared dataset dir"))
     add(
-        "pretrain", cmd_stage, "train the autoencoder without labels",
-        data=(DATA, "prepared dataset"), model=(AUTOENCODER, "autoencoder output dir"),
-        metrics=("metrics/pretrain.json", "metrics file"), plots=(PLOTS, "plots dir"),
-    )
-    add("extract", cmd_stage, "encode every split with the frozen encoder", data=(DATA, "prepared dataset"), model=(AUTOENCODER, "autoencoder"), out=(FEATURES, "features dir"))
-    add(
-        "train", cmd_stage, "fit the classifier head (model selection on validation)",
-        data=(DATA, "prepared dataset"), features=(FEATURES, "features dir"), model=(AUTOENCODER, "autoencoder"),
-        out=(CLASSIFIER, "classifier output dir"), metrics=("metrics/train.json", "metrics file"), plots=(PLOTS, "plots dir"),
+        "prepare",
+        cmd_stage,
+        "load data.source, split, write the prepared dataset",
+        out=(DATA, "prepared dataset dir"),
     )
     add(
-        "evaluate", cmd_stage, "score the pair on the test split",
-        data=(DATA, "prepared dataset"), model=(AUTOENCODER, "autoencoder"), classifier=(CLASSIFIER, "classifier"),
-        metrics=("metrics/eval.json", "metrics file"), plots=(PLOTS, "plots dir"),
+        "pretrain",
+        cmd_stage,
+        "train the autoencoder without labels",
+        data=(DATA, "prepared dataset"),
+        model=(AUTOENCODER, "autoencoder output dir"),
+        metrics=("metrics/pretrain.json", "metrics file"),
+        plots=(PLOTS, "plots dir"),
     )
     add(
-        "register", cmd_stage, "log the pair as a candidate, register the best candidate (validation) as challenger",
-        data=(DATA, "prepared dataset"), model=(AUTOENCODER, "autoencoder"), classifier=(CLASSIFIER, "classifier"),
-        metrics_dir=("metrics", "dir of pretrain/train/eval.json"), plots=(PLOTS, "plots dir (review pack)"),
+        "extract",
+        cmd_stage,
+        "encode every split with the frozen encoder",
+        data=(DATA, "prepared dataset"),
+        model=(AUTOENCODER, "autoencoder"),
+        out=(FEATURES, "features dir"),
+    )
+    add(
+        "train",
+        cmd_stage,
+        "fit the classifier head (model selection on validation)",
+        data=(DATA, "prepared dataset"),
+        features=(FEATURES, "features dir"),
+        model=(AUTOENCODER, "autoencoder"),
+        out=(CLASSIFIER, "classifier output dir"),
+        metrics=("metrics/train.json", "metrics file"),
+        plots=(PLOTS, "plots dir"),
+    )
+    add(
+        "evaluate",
+        cmd_stage,
+        "score the pair on the test split",
+        data=(DATA, "prepared dataset"),
+        model=(AUTOENCODER, "autoencoder"),
+        classifier=(CLASSIFIER, "classifier"),
+        metrics=("metrics/eval.json", "metrics file"),
+        plots=(PLOTS, "plots dir"),
+    )
+    add(
+        "register",
+        cmd_stage,
+        "log the pair as a candidate, register the best candidate (validation) as challenger",
+        data=(DATA, "prepared dataset"),
+        model=(AUTOENCODER, "autoencoder"),
+        classifier=(CLASSIFIER, "classifier"),
+        metrics_dir=("metrics", "dir of pretrain/train/eval.json"),
+        plots=(PLOTS, "plots dir (review pack)"),
         out=("reports/registration.json", "registration record"),
     )
     reg = sub.choices["register"]
     mode = reg.add_mutually_exclusive_group()
-    mode.add_argument("--best", action="store_true", help="only select among existing candidates (no new candidate is logged)")
-    mode.add_argument("--select", choices=("best", "current"), default="best", help="register the best candidate (default) or this run's pair")
+    mode.add_argument(
+        "--best",
+        action="store_true",
+        help="only select among existing candidates (no new candidate is logged)",
+    )
+    mode.add_argument(
+        "--select",
+        choices=("best", "current"),
+        default="best",
+        help="register the best candidate (default) or this run's pair",
+    )
     reg.add_argument("--data-hash", help="with --best: data hash of the candidates (default: that of --data)")
 
-    p = sub.add_parser("promote", help="move alias champion to the challenger (or --version N) if it beats the champion")
+    p = sub.add_parser(
+        "promote", help="move alias champion to the challenger (or --version N) if it beats the champion"
+    )
     p.add_argument("--version", help="version to promote (default: the challenger)")
     p.add_argument("--name", help="registered model (default: mlflow.model_name)")
     p.add_argument("--margin", type=float, help="required improvement (default: mlflow.promotion_margin)")

@@ -29,11 +29,17 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     source: str = Field("digits", description=SOURCE_HELP)
-    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="share of the training pool held out for validation")
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="share carved out as test split when the source has none")
+    val_fraction: float = Field(
+        0.1, gt=0.0, lt=0.5, description="share of the training pool held out for validation"
+    )
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=0.5, description="share carved out as test split when the source has none"
+    )
     seed: int = Field(0, ge=0, description="seed of the stratified splits")
     image_size: tuple[int, int] | None = Field(None, description="[height, width] to resize folder images to")
-    channels: Literal[1, 3] | None = Field(None, description="force grayscale (1) or RGB (3) for folder images")
+    channels: Literal[1, 3] | None = Field(
+        None, description="force grayscale (1) or RGB (3) for folder images"
+    )
     cache_dir: str = Field("data/raw", description="where torchvision downloads go")
 
     @field_validator("source")
@@ -70,9 +76,12 @@ class ModelConfig(BaseModel):
     width: int = Field(16, ge=1, le=1024, description="channels of the first backbone stage")
     depth: int = Field(2, ge=1, le=6, description="number of downsampling stages")
     features: Literal["latent", "multiscale"] = Field(
-        "multiscale", description="what heads see: the code alone, or every stage's pooled activations plus the code"
+        "multiscale",
+        description="what heads see: the code alone, or every stage's pooled activations plus the code",
     )
-    pool_grid: int = Field(4, ge=1, le=8, description="multiscale: average-pool each stage to a grid of this side (1 = global)")
+    pool_grid: int = Field(
+        4, ge=1, le=8, description="multiscale: average-pool each stage to a grid of this side (1 = global)"
+    )
 
     @model_validator(mode="after")
     def _check_variants(self) -> "ModelConfig":
@@ -102,31 +111,51 @@ class ModelConfig(BaseModel):
 
 
 class PretrainConfig(Section):
-    epochs: int = Field(30, ge=0, le=10_000, description="0 only with init_from: use the registered encoder as is")
+    epochs: int = Field(
+        30, ge=0, le=10_000, description="0 only with init_from: use the registered encoder as is"
+    )
     batch_size: int = Field(64, ge=1, le=65_536)
     lr: float = Field(1e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float | None = Field(None, gt=0.0, description="max gradient norm; null = no clipping")
-    init_from: str | None = Field(None, description="start from a registered encoder, e.g. models:/aepipe-digits-encoder@champion")
-    data_mode: Literal["auto", "memory", "stream"] = Field(
-        "auto", description="memory: the splits resident on the device; stream: blocks read from x.npy; auto: memory when they fit in half the free memory"
+    init_from: str | None = Field(
+        None, description="start from a registered encoder, e.g. models:/aepipe-digits-encoder@champion"
     )
-    stream_buffer_mb: int = Field(256, ge=8, le=65_536, description="stream: shuffle buffer (whole blocks, shuffled within); larger = closer to a full shuffle")
-    sync_every: int = Field(50, ge=1, description="steps between reads of the loss on the host (divergence check window)")
-    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format; auto = on CUDA only (on CPU it changes the results)")
+    data_mode: Literal["auto", "memory", "stream"] = Field(
+        "auto",
+        description="memory: the splits resident on the device; stream: blocks read from x.npy; auto: memory when they fit in half the free memory",
+    )
+    stream_buffer_mb: int = Field(
+        256,
+        ge=8,
+        le=65_536,
+        description="stream: shuffle buffer (whole blocks, shuffled within); larger = closer to a full shuffle",
+    )
+    sync_every: int = Field(
+        50, ge=1, description="steps between reads of the loss on the host (divergence check window)"
+    )
+    channels_last: Literal["auto"] | bool = Field(
+        "auto", description="NHWC memory format; auto = on CUDA only (on CPU it changes the results)"
+    )
     compile: bool = Field(False, description="torch.compile the model (the first steps pay the compilation)")
 
     @model_validator(mode="after")
     def _epochs_need_a_start(self) -> "PretrainConfig":
         if self.epochs == 0 and not self.init_from:
-            raise ValueError("epochs: 0 needs pretrain.init_from (a registered encoder to use as is); otherwise set epochs >= 1")
+            raise ValueError(
+                "epochs: 0 needs pretrain.init_from (a registered encoder to use as is); otherwise set epochs >= 1"
+            )
         if self.init_from and not self.init_from.startswith(("models:/", "runs:/")):
             raise ValueError(f"init_from must be a models:/ or runs:/ URI (got {self.init_from!r})")
         return self
 
 
 class LinearHeadConfig(Section):
-    c_grid: list[float] = Field([0.01, 0.1, 1.0, 10.0], min_length=1, description="inverse L2 strengths tried; best on validation wins")
+    c_grid: list[float] = Field(
+        [0.01, 0.1, 1.0, 10.0],
+        min_length=1,
+        description="inverse L2 strengths tried; best on validation wins",
+    )
     max_iter: int = Field(2000, ge=10)
 
     @field_validator("c_grid")
@@ -144,8 +173,12 @@ class LoopConfig(Section):
     weight_decay: float = Field(1e-4, ge=0.0, description="AdamW decoupled weight decay")
     batch_size: int = Field(128, ge=1, le=65_536)
     max_epochs: int = Field(50, ge=1, le=10_000)
-    patience: int = Field(5, ge=1, description="stop after this many epochs without a better validation accuracy")
-    min_steps_per_epoch: int = Field(20, ge=1, description="an epoch of a tiny labelled subset repeats it up to this many batches")
+    patience: int = Field(
+        5, ge=1, description="stop after this many epochs without a better validation accuracy"
+    )
+    min_steps_per_epoch: int = Field(
+        20, ge=1, description="an epoch of a tiny labelled subset repeats it up to this many batches"
+    )
 
 
 class MlpHeadConfig(LoopConfig):
@@ -163,9 +196,15 @@ class MlpHeadConfig(LoopConfig):
 
 
 class FinetuneHeadConfig(LoopConfig):
-    lr: float = Field(2e-3, gt=0.0, le=10.0, description="the head's peak learning rate (cosine decay over max_epochs)")
-    encoder_lr_ratio: float = Field(0.5, gt=0.0, le=1.0, description="encoder learning rate = lr x this (the head gets lr)")
-    head_epochs: int = Field(1, ge=0, description="epochs that train only the head (encoder frozen) before unfreezing it")
+    lr: float = Field(
+        2e-3, gt=0.0, le=10.0, description="the head's peak learning rate (cosine decay over max_epochs)"
+    )
+    encoder_lr_ratio: float = Field(
+        0.5, gt=0.0, le=1.0, description="encoder learning rate = lr x this (the head gets lr)"
+    )
+    head_epochs: int = Field(
+        1, ge=0, description="epochs that train only the head (encoder frozen) before unfreezing it"
+    )
     max_epochs: int = Field(10, ge=1, le=10_000)
     augment: bool = Field(False, description="random shifts of the labelled images while fine-tuning")
     max_shift: int = Field(2, ge=0, le=16, description="augment: largest shift in pixels, per axis")
@@ -173,7 +212,9 @@ class FinetuneHeadConfig(LoopConfig):
 
 class ClassifierConfig(Section):
     head: str = Field("linear", description="classifier head (see aepipe.models.heads.HEADS)")
-    labels_per_class: int | None = Field(None, ge=1, description="labelled training images per class; null = all")
+    labels_per_class: int | None = Field(
+        None, ge=1, description="labelled training images per class; null = all"
+    )
     linear: LinearHeadConfig = LinearHeadConfig()
     mlp: MlpHeadConfig = MlpHeadConfig()
     finetune: FinetuneHeadConfig = FinetuneHeadConfig()
@@ -189,7 +230,9 @@ class ClassifierConfig(Section):
 
 
 class EvaluateConfig(Section):
-    n_reconstructions: int = Field(16, ge=1, le=256, description="test images shown in the reconstruction grid")
+    n_reconstructions: int = Field(
+        16, ge=1, le=256, description="test images shown in the reconstruction grid"
+    )
     batch_size: int = Field(1024, ge=1)
 
 
@@ -198,12 +241,15 @@ class MlflowConfig(Section):
     model_name: str = Field("aepipe-digits", min_length=1)
     alias: str = Field("challenger", min_length=1, description="alias given to a newly registered version")
     selection_metric: Literal["val_accuracy", "val_macro_f1"] = Field(
-        "val_accuracy", description="validation metric that picks the best pair among the experiment's candidates"
+        "val_accuracy",
+        description="validation metric that picks the best pair among the experiment's candidates",
     )
     promotion_metric: Literal["test_accuracy", "test_macro_f1"] = Field(
         "test_accuracy", description="held-out metric the champion gate compares"
     )
-    promotion_margin: float = Field(0.0, ge=0.0, le=1.0, description="how much better than the champion a challenger must be")
+    promotion_margin: float = Field(
+        0.0, ge=0.0, le=1.0, description="how much better than the champion a challenger must be"
+    )
 
     @field_validator("model_name", "alias")
     @classmethod
@@ -229,37 +275,81 @@ class TaskResources(Section):
 class PyTorchJobConfig(Section):
     """Multi-node pretraining as a Kubeflow Training Operator PyTorchJob (``aepipe pipeline pytorchjob``)."""
 
-    name: str = Field("aepipe-pretrain", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40, description="job name (pods are <name>-master-0, <name>-worker-i)")
+    name: str = Field(
+        "aepipe-pretrain",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=40,
+        description="job name (pods are <name>-master-0, <name>-worker-i)",
+    )
     namespace: str | None = Field(None, description="Kubernetes namespace; null = kubectl's current one")
-    workers: int = Field(2, ge=1, le=1024, description="pods (nodes) in all, the first one the Master replica")
-    gpus_per_worker: int = Field(1, ge=0, le=16, description="GPUs per pod, one torchrun process each; 0 = train on CPU (gloo)")
+    workers: int = Field(
+        2, ge=1, le=1024, description="pods (nodes) in all, the first one the Master replica"
+    )
+    gpus_per_worker: int = Field(
+        1, ge=0, le=16, description="GPUs per pod, one torchrun process each; 0 = train on CPU (gloo)"
+    )
     procs_per_worker: int = Field(1, ge=1, le=256, description="processes per pod when gpus_per_worker is 0")
     cpu: str = Field("8", pattern=K8S_CPU, description="CPU request = limit per pod")
     memory: str = Field("32Gi", pattern=K8S_MEMORY, description="memory request = limit per pod")
-    volume_claim: str = Field("aepipe-workspace", min_length=1, description="PVC (ReadWriteMany when workers > 1) holding the checkout: params.yaml, data/prepared, outputs, checkpoints")
-    workdir: str = Field("/workspace", pattern=r"^/", description="where the PVC is mounted; the job's working directory")
+    volume_claim: str = Field(
+        "aepipe-workspace",
+        min_length=1,
+        description="PVC (ReadWriteMany when workers > 1) holding the checkout: params.yaml, data/prepared, outputs, checkpoints",
+    )
+    workdir: str = Field(
+        "/workspace", pattern=r"^/", description="where the PVC is mounted; the job's working directory"
+    )
     port: int = Field(23456, ge=1024, le=65535, description="rendezvous port on the master pod")
-    backoff_limit: int = Field(3, ge=0, description="pod restarts before the job fails; a restart resumes from the last checkpoint")
-    in_pipeline: bool = Field(False, description="the pipeline's pretrain task submits this PyTorchJob and waits for it, instead of training in its own pod")
-    timeout_hours: float = Field(24.0, gt=0, description="in_pipeline: how long the pretrain task waits for the job before failing")
-    poll_seconds: float = Field(30.0, gt=0, description="in_pipeline: how often the pretrain task reads the job's status")
+    backoff_limit: int = Field(
+        3, ge=0, description="pod restarts before the job fails; a restart resumes from the last checkpoint"
+    )
+    in_pipeline: bool = Field(
+        False,
+        description="the pipeline's pretrain task submits this PyTorchJob and waits for it, instead of training in its own pod",
+    )
+    timeout_hours: float = Field(
+        24.0, gt=0, description="in_pipeline: how long the pretrain task waits for the job before failing"
+    )
+    poll_seconds: float = Field(
+        30.0, gt=0, description="in_pipeline: how often the pretrain task reads the job's status"
+    )
 
 
 class KubeflowConfig(Section):
     """Cluster settings of the Kubeflow pipeline; read when compiling, never by a stage (not in dvc.yaml)."""
 
-    image: str | None = Field(None, description="component image; null = aepipe:<version>-cuda, the tag `make image` builds")
-    secret: str = Field("aepipe-mlflow", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description="Kubernetes secret turned into env vars")
+    image: str | None = Field(
+        None, description="component image; null = aepipe:<version>-cuda, the tag `make image` builds"
+    )
+    secret: str = Field(
+        "aepipe-mlflow",
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Kubernetes secret turned into env vars",
+    )
     secret_env: list[str] = Field(
         ["MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"],
         description="keys of the secret, each exported as the env var of the same name",
     )
-    accelerator_type: str = Field("nvidia.com/gpu", min_length=1, description="resource the training tasks request")
-    accelerator_limit: int = Field(1, ge=0, le=16, description="accelerators per training task; 0 = train on CPU")
-    gpu_toleration: str = Field("nvidia.com/gpu", min_length=1, description="taint key of GPU nodes (tolerated with Exists/NoSchedule)")
-    shm_size: str = Field("2Gi", pattern=K8S_MEMORY, description="size of the memory-backed /dev/shm of training tasks")
-    run_as_user: int = Field(1000, ge=1, description="non-root uid (and gid) the containers run as; the image's user")
-    resources: dict[str, TaskResources] = Field(default_factory=dict, description="per stage; a stage left out gets the defaults")
+    accelerator_type: str = Field(
+        "nvidia.com/gpu", min_length=1, description="resource the training tasks request"
+    )
+    accelerator_limit: int = Field(
+        1, ge=0, le=16, description="accelerators per training task; 0 = train on CPU"
+    )
+    gpu_toleration: str = Field(
+        "nvidia.com/gpu",
+        min_length=1,
+        description="taint key of GPU nodes (tolerated with Exists/NoSchedule)",
+    )
+    shm_size: str = Field(
+        "2Gi", pattern=K8S_MEMORY, description="size of the memory-backed /dev/shm of training tasks"
+    )
+    run_as_user: int = Field(
+        1000, ge=1, description="non-root uid (and gid) the containers run as; the image's user"
+    )
+    resources: dict[str, TaskResources] = Field(
+        default_factory=dict, description="per stage; a stage left out gets the defaults"
+    )
     pytorchjob: PyTorchJobConfig = PyTorchJobConfig()
 
     @field_validator("secret_env")
@@ -342,7 +432,9 @@ def parse_params(data: Any, source: str = "params.yaml") -> Params:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections (data, model, ...), got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of sections (data, model, ...), got {type(data).__name__}"
+        )
     try:
         return Params.model_validate(data)
     except ValidationError as exc:
@@ -353,7 +445,9 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     """Read and validate ``params.yaml``; raise :class:`ConfigError` naming the key at fault."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: params file not found; run from the repository root or pass --params PATH")
+        raise ConfigError(
+            f"{path}: params file not found; run from the repository root or pass --params PATH"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

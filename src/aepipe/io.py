@@ -72,7 +72,9 @@ def read_json(path: str | os.PathLike[str], what: str = "file") -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AepipeError(f"{path}: {what} is not valid JSON ({exc}); re-run the stage that writes it") from exc
+        raise AepipeError(
+            f"{path}: {what} is not valid JSON ({exc}); re-run the stage that writes it"
+        ) from exc
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

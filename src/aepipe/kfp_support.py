@@ -65,7 +65,9 @@ def run_stage_json(stage: str, params_json: str, execution_key: str, **paths: st
             os.environ[KEY_ENV] = previous
 
 
-def gather(dest: str | Path, files: dict[str, str | Path] | None = None, dirs: Iterable[str | Path] = ()) -> None:
+def gather(
+    dest: str | Path, files: dict[str, str | Path] | None = None, dirs: Iterable[str | Path] = ()
+) -> None:
     """Put upstream artifacts side by side, the layout the register stage reads (metrics/, plots/)."""
     import shutil
 
@@ -117,7 +119,9 @@ def write_report(path: str | Path, title: str, metrics: dict[str, Any], images: 
         if image.is_file():
             data = base64.b64encode(image.read_bytes()).decode()
             name = html.escape(image.stem.replace("_", " "))
-            figures.append(f'<figure><img alt="{name}" src="data:image/png;base64,{data}"><figcaption>{name}</figcaption></figure>')
+            figures.append(
+                f'<figure><img alt="{name}" src="data:image/png;base64,{data}"><figcaption>{name}</figcaption></figure>'
+            )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif}td{padding:2px 12px}img{max-width:640px}</style></head><body>"

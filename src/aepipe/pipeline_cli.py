@@ -79,7 +79,9 @@ def check_host(host: str, token: str | None, timeout: float = 10.0) -> None:
     import requests
 
     if not host.startswith(("http://", "https://")):
-        raise ClusterError(f"--host {host!r}: give the scheme too, e.g. http://localhost:8080 or https://kubeflow.example.com/pipeline")
+        raise ClusterError(
+            f"--host {host!r}: give the scheme too, e.g. http://localhost:8080 or https://kubeflow.example.com/pipeline"
+        )
     url = host.rstrip("/") + "/apis/v2beta1/healthz"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
@@ -96,10 +98,14 @@ def check_host(host: str, token: str | None, timeout: float = 10.0) -> None:
             f"put a bearer token for it in ${TOKEN_ENV} (e.g. `kubectl create token default-editor -n <namespace>`)"
         )
     if not resp.ok:
-        raise ClusterError(f"{url} answered HTTP {resp.status_code}; is {host} the Kubeflow Pipelines API (ml-pipeline-ui)?")
+        raise ClusterError(
+            f"{url} answered HTTP {resp.status_code}; is {host} the Kubeflow Pipelines API (ml-pipeline-ui)?"
+        )
 
 
-def submit(params: Params, image: str, host: str, root: Path, experiment: str, run_name: str, namespace: str | None) -> dict[str, Any]:
+def submit(
+    params: Params, image: str, host: str, root: Path, experiment: str, run_name: str, namespace: str | None
+) -> dict[str, Any]:
     token = os.environ.get(TOKEN_ENV) or None
     check_host(host, token)
     import kfp
@@ -109,23 +115,41 @@ def submit(params: Params, image: str, host: str, root: Path, experiment: str, r
     try:
         client = kfp.Client(host=host, existing_token=token, namespace=namespace)
         run = client.create_run_from_pipeline_func(
-            func, arguments={"params_json": params_to_json(params)}, run_name=run_name, experiment_name=experiment
+            func,
+            arguments={"params_json": params_to_json(params)},
+            run_name=run_name,
+            experiment_name=experiment,
         )
     except ApiException as exc:
-        raise ClusterError(f"Kubeflow Pipelines at {host} rejected the run (HTTP {exc.status} {exc.reason}): {str(exc.body)[:500]}") from None
+        raise ClusterError(
+            f"Kubeflow Pipelines at {host} rejected the run (HTTP {exc.status} {exc.reason}): {str(exc.body)[:500]}"
+        ) from None
     except (OSError, TimeoutError) as exc:  # urllib3 connection errors are OSErrors
-        raise ClusterError(f"Kubeflow Pipelines at {host} failed mid-request ({exc.__class__.__name__}: {exc})") from None
-    return {"run_id": run.run_id, "run_url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}", "experiment": experiment, "image": image}
+        raise ClusterError(
+            f"Kubeflow Pipelines at {host} failed mid-request ({exc.__class__.__name__}: {exc})"
+        ) from None
+    return {
+        "run_id": run.run_id,
+        "run_url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
+        "experiment": experiment,
+        "image": image,
+    }
 
 
-def run_local(params: Params, image: str, root: Path, pipeline_root: str | Path | None = None) -> dict[str, Any]:
+def run_local(
+    params: Params, image: str, root: Path, pipeline_root: str | Path | None = None
+) -> dict[str, Any]:
     """The whole pipeline in this environment with kfp.local (one subprocess per task; no cluster, no Docker)."""
     from kfp import local
 
-    if not os.environ.get("MLFLOW_TRACKING_URI"):  # task subprocesses must share one store, whatever their cwd
+    if not os.environ.get(
+        "MLFLOW_TRACKING_URI"
+    ):  # task subprocesses must share one store, whatever their cwd
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     pipeline_root = Path(pipeline_root or root / "local_outputs").resolve()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True
+    )
     func = pipeline_module(root).build_pipeline(params, image)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -133,7 +157,9 @@ def run_local(params: Params, image: str, root: Path, pipeline_root: str | Path 
         try:
             task = func(params_json=params_to_json(params))  # kfp.local runs it on the call
         except RuntimeError as exc:
-            raise AepipeError(f"local pipeline failed: {exc} (the failing task's log is printed above)") from None
+            raise AepipeError(
+                f"local pipeline failed: {exc} (the failing task's log is printed above)"
+            ) from None
     seconds = time.perf_counter() - start
     metrics, registration = task.outputs["metrics"], task.outputs["registration"]
     return {
@@ -159,7 +185,9 @@ def cmd_compile(args: argparse.Namespace, params: Params) -> dict[str, Any]:
 def cmd_submit(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     params, image, root = _params(args, params)
     run_name = args.run_name or f"aepipe-{time.strftime('%Y%m%d-%H%M%S')}"
-    return submit(params, image, args.host, root, args.experiment or params.mlflow.experiment, run_name, args.namespace)
+    return submit(
+        params, image, args.host, root, args.experiment or params.mlflow.experiment, run_name, args.namespace
+    )
 
 
 def cmd_local(args: argparse.Namespace, params: Params) -> dict[str, Any]:
@@ -175,7 +203,13 @@ def cmd_pytorchjob(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     image = resolve_image(params, args.image)
     write_text(args.output, yaml.safe_dump(build_pytorchjob(params, image), sort_keys=False))
     job = params.kubeflow.pytorchjob
-    return {"manifest": str(args.output), "image": image, "pods": job.workers, "world_size": job.workers * procs_per_pod(params), "apply": f"kubectl apply -f {args.output}"}
+    return {
+        "manifest": str(args.output),
+        "image": image,
+        "pods": job.workers,
+        "world_size": job.workers * procs_per_pod(params),
+        "apply": f"kubectl apply -f {args.output}",
+    }
 
 
 def add_pipeline_commands(subparsers: Any) -> None:
@@ -183,24 +217,44 @@ def add_pipeline_commands(subparsers: Any) -> None:
     parser = subparsers.add_parser("pipeline", help="compile, submit or locally run the Kubeflow pipeline")
     sub = parser.add_subparsers(dest="pipeline_command", required=True)
     shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a params.yaml value, e.g. -p pretrain.epochs=50")
-    shared.add_argument("--image", help="component image (default: env AEPIPE_IMAGE, else kubeflow.image, else the `make image` tag)")
+    shared.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a params.yaml value, e.g. -p pretrain.epochs=50",
+    )
+    shared.add_argument(
+        "--image",
+        help="component image (default: env AEPIPE_IMAGE, else kubeflow.image, else the `make image` tag)",
+    )
 
     p = sub.add_parser("compile", parents=[shared], help="write the pipeline as KFP YAML")
     p.add_argument("-o", "--output", default="pipeline.yaml", help="output file (default: pipeline.yaml)")
     p.set_defaults(fn=cmd_compile)
 
-    p = sub.add_parser("submit", parents=[shared], help=f"start a run on a Kubeflow Pipelines cluster (bearer token from ${TOKEN_ENV})")
+    p = sub.add_parser(
+        "submit",
+        parents=[shared],
+        help=f"start a run on a Kubeflow Pipelines cluster (bearer token from ${TOKEN_ENV})",
+    )
     p.add_argument("--host", required=True, help="KFP endpoint, e.g. http://localhost:8080")
     p.add_argument("--experiment", help="KFP experiment (default: mlflow.experiment)")
     p.add_argument("--run-name", help="run name (default: aepipe-<timestamp>)")
     p.add_argument("--namespace", help="Kubeflow profile namespace on multi-user clusters")
     p.set_defaults(fn=cmd_submit)
 
-    p = sub.add_parser("local", parents=[shared], help="run the whole pipeline here with kfp.local (no cluster, no Docker)")
+    p = sub.add_parser(
+        "local", parents=[shared], help="run the whole pipeline here with kfp.local (no cluster, no Docker)"
+    )
     p.add_argument("--pipeline-root", help="where task outputs go (default: <repo>/local_outputs)")
     p.set_defaults(fn=cmd_local)
 
-    p = sub.add_parser("pytorchjob", parents=[shared], help="write a Kubeflow PyTorchJob manifest for multi-node pretraining (kubeflow.pytorchjob)")
+    p = sub.add_parser(
+        "pytorchjob",
+        parents=[shared],
+        help="write a Kubeflow PyTorchJob manifest for multi-node pretraining (kubeflow.pytorchjob)",
+    )
     p.add_argument("-o", "--output", default="pytorchjob.yaml", help="output file (default: pytorchjob.yaml)")
     p.set_defaults(fn=cmd_pytorchjob)

@@ -19,7 +19,9 @@ def _save(fig, path: str | Path) -> None:  # noqa: ANN001
     plt.close(fig)
 
 
-def confusion_png(cm: np.ndarray, classes: list[str], path: str | Path, title: str = "Confusion matrix (test)") -> None:
+def confusion_png(
+    cm: np.ndarray, classes: list[str], path: str | Path, title: str = "Confusion matrix (test)"
+) -> None:
     n = len(classes)
     fig, ax = plt.subplots(figsize=(1.0 + 0.45 * n, 0.8 + 0.45 * n))
     ax.imshow(cm, cmap="Blues")
@@ -32,7 +34,15 @@ def confusion_png(cm: np.ndarray, classes: list[str], path: str | Path, title: s
         thresh = cm.max() / 2 if cm.size else 0
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color="white" if cm[i, j] > thresh else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] > thresh else "black",
+                )
     _save(fig, path)
 
 
@@ -67,7 +77,9 @@ def curves_png(rows: list[dict[str, float]], x: str, ys: list[str], path: str | 
     _save(fig, path)
 
 
-def projection_png(points: np.ndarray, labels: np.ndarray, classes: list[str], path: str | Path, title: str) -> None:
+def projection_png(
+    points: np.ndarray, labels: np.ndarray, classes: list[str], path: str | Path, title: str
+) -> None:
     """2-D scatter of the latent space, one colour per class."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
@@ -83,7 +95,9 @@ def projection_png(points: np.ndarray, labels: np.ndarray, classes: list[str], p
     _save(fig, path)
 
 
-def examples_png(images: np.ndarray, captions: list[str], path: str | Path, title: str, cols: int = 8) -> None:
+def examples_png(
+    images: np.ndarray, captions: list[str], path: str | Path, title: str, cols: int = 8
+) -> None:
     """A captioned grid of images (N, C, H, W) in [0, 1]; an empty grid says so."""
     n = len(images)
     rows = max(1, int(np.ceil(n / cols)))
@@ -93,7 +107,12 @@ def examples_png(images: np.ndarray, captions: list[str], path: str | Path, titl
     for i in range(n):
         ax = axes.ravel()[i]
         img = images[i]
-        ax.imshow(img[0] if img.shape[0] == 1 else np.clip(img.transpose(1, 2, 0), 0, 1), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+        ax.imshow(
+            img[0] if img.shape[0] == 1 else np.clip(img.transpose(1, 2, 0), 0, 1),
+            cmap="gray" if img.shape[0] == 1 else None,
+            vmin=0,
+            vmax=1,
+        )
         ax.set_title(captions[i], fontsize=7)
     if n == 0:
         axes[0, 0].text(0, 0.5, "none", fontsize=10)

@@ -53,7 +53,9 @@ def load_images(paths: list[str], shape: tuple[int, int, int]) -> tuple[list[str
                     img = img.resize((w, h), Image.Resampling.BILINEAR)
                 arr = np.asarray(img, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"{p}: cannot be decoded as an image ({exc.__class__.__name__}); pass PNG/JPEG files or an .npz") from None
+            raise DataError(
+                f"{p}: cannot be decoded as an image ({exc.__class__.__name__}); pass PNG/JPEG files or an .npz"
+            ) from None
         names.append(p.name)
         arrays.append((arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))[None])
     if not arrays:
@@ -71,6 +73,11 @@ def predict(model_uri: str, paths: list[str]) -> list[dict[str, Any]]:
     names, x = load_images(paths, model_input_shape(model))
     out = model.predict(x)
     return [
-        {"input": n, "class": str(c), "probability": float(max(p)), "probabilities": [round(float(v), 6) for v in p]}
+        {
+            "input": n,
+            "class": str(c),
+            "probability": float(max(p)),
+            "probabilities": [round(float(v), 6) for v in p],
+        }
         for n, c, p in zip(names, out["class"], out["probabilities"])
     ]

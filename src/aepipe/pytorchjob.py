@@ -34,7 +34,17 @@ from aepipe.io import write_text
 API_VERSION = "kubeflow.org/v1"
 CONTAINER = "pytorch"  # the operator finds the training container and its port by these names
 PORT_NAME = "pytorchjob-port"
-PRETRAIN_ARGS = ["pretrain", "--data", DATA, "--model", AUTOENCODER, "--metrics", "metrics/pretrain.json", "--plots", PLOTS]
+PRETRAIN_ARGS = [
+    "pretrain",
+    "--data",
+    DATA,
+    "--model",
+    AUTOENCODER,
+    "--metrics",
+    "metrics/pretrain.json",
+    "--plots",
+    PLOTS,
+]
 
 
 def torchrun_command(params: Params, name: str | None = None) -> list[str]:
@@ -46,7 +56,11 @@ def torchrun_command(params: Params, name: str | None = None) -> list[str]:
         "--rdzv-backend=c10d",
         "--rdzv-endpoint=$(MASTER_ADDR):$(MASTER_PORT)",  # expanded by Kubernetes from the operator's env
         f"--rdzv-id={name or job.name}",
-        "-m", "aepipe.cli", "--params", "params.yaml", *PRETRAIN_ARGS,
+        "-m",
+        "aepipe.cli",
+        "--params",
+        "params.yaml",
+        *PRETRAIN_ARGS,
     ]
 
 
@@ -55,7 +69,13 @@ def procs_per_pod(params: Params) -> int:
     return job.gpus_per_worker or job.procs_per_worker
 
 
-def build_pytorchjob(params: Params, image: str, workdir: str | None = None, name: str | None = None, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+def build_pytorchjob(
+    params: Params,
+    image: str,
+    workdir: str | None = None,
+    name: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The PyTorchJob as a dict (YAML-ready): Master x 1 + Worker x (workers - 1).
 
     ``workdir`` (a folder on the volume, default ``kubeflow.pytorchjob.workdir``), ``name`` and
@@ -65,8 +85,13 @@ def build_pytorchjob(params: Params, image: str, workdir: str | None = None, nam
     resources: dict[str, Any] = {"cpu": job.cpu, "memory": job.memory}
     if job.gpus_per_worker:
         resources[kf.accelerator_type] = job.gpus_per_worker
-    env = [{"name": key, "valueFrom": {"secretKeyRef": {"name": kf.secret, "key": key}}} for key in kf.secret_env]
-    env += [{"name": "AEPIPE_CHECKPOINT_DIR", "value": f"{job.workdir}/.aepipe/checkpoints"}, {"name": "AEPIPE_PROGRESS", "value": "0"}]
+    env = [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": kf.secret, "key": key}}} for key in kf.secret_env
+    ]
+    env += [
+        {"name": "AEPIPE_CHECKPOINT_DIR", "value": f"{job.workdir}/.aepipe/checkpoints"},
+        {"name": "AEPIPE_PROGRESS", "value": "0"},
+    ]
     env += [{"name": key, "value": value} for key, value in (extra_env or {}).items()]
     container = {
         "name": CONTAINER,
@@ -76,8 +101,16 @@ def build_pytorchjob(params: Params, image: str, workdir: str | None = None, nam
         "env": env,
         "ports": [{"name": PORT_NAME, "containerPort": job.port}],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "securityContext": {"runAsUser": kf.run_as_user, "runAsGroup": kf.run_as_user, "runAsNonRoot": True, "allowPrivilegeEscalation": False},
-        "volumeMounts": [{"name": "workspace", "mountPath": job.workdir}, {"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": {
+            "runAsUser": kf.run_as_user,
+            "runAsGroup": kf.run_as_user,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+        },
+        "volumeMounts": [
+            {"name": "workspace", "mountPath": job.workdir},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
     }
     pod: dict[str, Any] = {
         "containers": [container],
@@ -90,7 +123,10 @@ def build_pytorchjob(params: Params, image: str, workdir: str | None = None, nam
         pod["tolerations"] = [{"key": kf.gpu_toleration, "operator": "Exists", "effect": "NoSchedule"}]
 
     def replicas(count: int) -> dict[str, Any]:
-        template = {"metadata": {"annotations": {"sidecar.istio.io/inject": "false"}}, "spec": copy.deepcopy(pod)}  # no YAML aliases
+        template = {
+            "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+            "spec": copy.deepcopy(pod),
+        }  # no YAML aliases
         return {"replicas": count, "restartPolicy": "OnFailure", "template": template}
 
     specs = {"Master": replicas(1)}
@@ -153,9 +189,13 @@ def wait_for_job(
             kind, message = state
             if kind == "Succeeded":
                 return job
-            raise ModelError(f"PyTorchJob {label} failed: {message or 'no message'}; see `kubectl -n {namespace} logs {name}-master-0` (checkpoints on the volume let a re-run resume)")
+            raise ModelError(
+                f"PyTorchJob {label} failed: {message or 'no message'}; see `kubectl -n {namespace} logs {name}-master-0` (checkpoints on the volume let a re-run resume)"
+            )
         if clock() >= deadline:
-            raise ModelError(f"PyTorchJob {label} did not finish within {timeout_s / 3600:.2f} h; raise kubeflow.pytorchjob.timeout_hours or check `kubectl -n {namespace} describe pytorchjob {name}`")
+            raise ModelError(
+                f"PyTorchJob {label} did not finish within {timeout_s / 3600:.2f} h; raise kubeflow.pytorchjob.timeout_hours or check `kubectl -n {namespace} describe pytorchjob {name}`"
+            )
         sleep(poll_s)
 
 
@@ -168,13 +208,17 @@ def stage_run_dir(run_dir: Path, params: Params, data_dir: str | Path) -> None:
     write_text(run_dir / "params.yaml", yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
 
 
-def collect_outputs(run_dir: Path, model_dir: str | Path, metrics_path: str | Path, plots_dir: str | Path) -> dict[str, Any]:
+def collect_outputs(
+    run_dir: Path, model_dir: str | Path, metrics_path: str | Path, plots_dir: str | Path
+) -> dict[str, Any]:
     """Copy what rank 0 wrote on the volume into the task's output artifacts; return the metrics."""
     import json
 
     missing = [rel for rel in OUTPUTS.values() if not (run_dir / rel).exists()]
     if missing:
-        raise ModelError(f"the PyTorchJob succeeded but {run_dir} lacks {', '.join(missing)}; check that rank 0 ran `aepipe pretrain` in that folder")
+        raise ModelError(
+            f"the PyTorchJob succeeded but {run_dir} lacks {', '.join(missing)}; check that rank 0 ran `aepipe pretrain` in that folder"
+        )
     shutil.copytree(run_dir / AUTOENCODER, model_dir, dirs_exist_ok=True)
     shutil.copy2(run_dir / OUTPUTS["metrics"], metrics_path)
     Path(plots_dir).mkdir(parents=True, exist_ok=True)
@@ -183,7 +227,15 @@ def collect_outputs(run_dir: Path, model_dir: str | Path, metrics_path: str | Pa
     return dict(json.loads(Path(metrics_path).read_text()))
 
 
-def run_in_pipeline(params: Params, image: str, execution_key: str, data_dir: str | Path, model_dir: str | Path, metrics_path: str | Path, plots_dir: str | Path) -> dict[str, Any]:
+def run_in_pipeline(
+    params: Params,
+    image: str,
+    execution_key: str,
+    data_dir: str | Path,
+    model_dir: str | Path,
+    metrics_path: str | Path,
+    plots_dir: str | Path,
+) -> dict[str, Any]:
     """The pretrain task's body when ``kubeflow.pytorchjob.in_pipeline``: stage, submit, wait, collect.
 
     Runs inside a KFP pod with the volume mounted at ``workdir`` and a service account allowed to
@@ -198,7 +250,9 @@ def run_in_pipeline(params: Params, image: str, execution_key: str, data_dir: st
     name = f"{job.name}-{suffix}"
     run_dir = Path(job.workdir) / "runs" / suffix
     stage_run_dir(run_dir, params, data_dir)
-    manifest = build_pytorchjob(params, image, workdir=str(run_dir), name=name, extra_env={KEY_ENV: execution_key})
+    manifest = build_pytorchjob(
+        params, image, workdir=str(run_dir), name=name, extra_env={KEY_ENV: execution_key}
+    )
     config.load_incluster_config()
     namespace = job.namespace or SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
     api = client.CustomObjectsApi()
@@ -206,6 +260,14 @@ def run_in_pipeline(params: Params, image: str, execution_key: str, data_dir: st
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
     except client.ApiException as exc:
         if exc.status != 409:  # 409: the job of this run exists already (a retried task): wait for it
-            raise ModelError(f"creating PyTorchJob {namespace}/{name} was refused ({exc.status} {exc.reason}); the pipeline's service account needs create/get on pytorchjobs.kubeflow.org") from None
-    wait_for_job(lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name), namespace, name, job.timeout_hours * 3600, job.poll_seconds)
+            raise ModelError(
+                f"creating PyTorchJob {namespace}/{name} was refused ({exc.status} {exc.reason}); the pipeline's service account needs create/get on pytorchjobs.kubeflow.org"
+            ) from None
+    wait_for_job(
+        lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+        namespace,
+        name,
+        job.timeout_hours * 3600,
+        job.poll_seconds,
+    )
     return collect_outputs(run_dir, model_dir, metrics_path, plots_dir)

@@ -67,22 +67,34 @@ class NpyRows:
         with open(self.path, "rb") as fh:
             try:
                 version = np.lib.format.read_magic(fh)
-                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                reader = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
                 shape, fortran, dtype = reader(fh)
             except ValueError as exc:
-                raise DataError(f"{self.path}: not a readable .npy file ({exc}); re-run the stage that writes it") from None
+                raise DataError(
+                    f"{self.path}: not a readable .npy file ({exc}); re-run the stage that writes it"
+                ) from None
             self.offset = fh.tell()
         if fortran or dtype.hasobject or not shape:
-            raise DataError(f"{self.path}: needs a C-ordered numeric array with rows; re-run the stage that writes it")
+            raise DataError(
+                f"{self.path}: needs a C-ordered numeric array with rows; re-run the stage that writes it"
+            )
         self.dtype, self.row_shape = dtype, tuple(shape[1:])
         self.row_bytes = int(dtype.itemsize * np.prod(self.row_shape, dtype=np.int64))
         total = int(shape[0])
         self.start, self.stop = start, total if stop is None else stop
         if not 0 <= self.start <= self.stop <= total:
-            raise DataError(f"{self.path}: rows {start}..{stop} are outside its {total} rows; re-run `aepipe prepare`")
+            raise DataError(
+                f"{self.path}: rows {start}..{stop} are outside its {total} rows; re-run `aepipe prepare`"
+            )
         expected = self.offset + total * self.row_bytes
         if os.path.getsize(self.path) < expected:
-            raise DataError(f"{self.path}: truncated ({os.path.getsize(self.path)} bytes, header says {expected}); re-run the stage that writes it")
+            raise DataError(
+                f"{self.path}: truncated ({os.path.getsize(self.path)} bytes, header says {expected}); re-run the stage that writes it"
+            )
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -107,7 +119,9 @@ class NpyRows:
             while done < len(view):
                 got = os.preadv(fh.fileno(), [view[done:]], pos + done)
                 if got <= 0:
-                    raise DataError(f"{self.path}: ended early while reading rows; re-run the stage that writes it")
+                    raise DataError(
+                        f"{self.path}: ended early while reading rows; re-run the stage that writes it"
+                    )
                 done += got
         return out[:count]
 
@@ -126,7 +140,11 @@ class NpyWriter:
         self.path, self.shape, self.dtype = Path(path), tuple(int(s) for s in shape), np.dtype(dtype)
         self.written = 0
         self.fh = open(self.path, "wb")
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
         try:
             np.lib.format.write_array_header_1_0(self.fh, header)
         except ValueError:  # header longer than format 1.0 allows
@@ -136,7 +154,9 @@ class NpyWriter:
     def append(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.shape[1:] != self.shape[1:] or self.written + len(rows) > self.shape[0]:
-            raise ValueError(f"{self.path}: rows of shape {rows.shape} do not fit {self.shape} after {self.written} rows")
+            raise ValueError(
+                f"{self.path}: rows of shape {rows.shape} do not fit {self.shape} after {self.written} rows"
+            )
         self.fh.write(memoryview(rows.reshape(-1).view(np.uint8)))
         self.written += len(rows)
 

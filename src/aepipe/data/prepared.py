@@ -55,13 +55,19 @@ class PreparedDataset:
         if len(idx) == 0:
             return 0, 0
         start = int(idx[0])
-        return (start, start + len(idx)) if int(idx[-1]) == start + len(idx) - 1 and np.all(np.diff(idx) == 1) else None
+        return (
+            (start, start + len(idx))
+            if int(idx[-1]) == start + len(idx) - 1 and np.all(np.diff(idx) == 1)
+            else None
+        )
 
     def rows(self, name: str) -> NpyRows:
         """The split's images as file-read rows (:class:`NpyRows`) for streaming."""
         span = self.span(name)
         if span is None or self.directory is None:
-            raise DataError(f"{self.directory}: split {name!r} is not stored contiguously (prepared by an older aepipe); re-run `aepipe prepare`")
+            raise DataError(
+                f"{self.directory}: split {name!r} is not stored contiguously (prepared by an older aepipe); re-run `aepipe prepare`"
+            )
         return NpyRows(self.directory / "x.npy", *span)
 
     def images(self, name: str) -> NpyRows | np.ndarray:
@@ -160,7 +166,9 @@ def load_prepared(directory: str | Path, mmap: bool = False) -> PreparedDataset:
     directory = Path(directory)
     missing = [f for f in (*FILES, "meta.json") if not (directory / f).is_file()]
     if missing:
-        raise DataError(f"{directory}: not a prepared dataset (missing {', '.join(missing)}); run `aepipe prepare` first")
+        raise DataError(
+            f"{directory}: not a prepared dataset (missing {', '.join(missing)}); run `aepipe prepare` first"
+        )
     try:
         meta = json.loads((directory / "meta.json").read_text())
         x = np.load(directory / "x.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -168,7 +176,11 @@ def load_prepared(directory: str | Path, mmap: bool = False) -> PreparedDataset:
         with np.load(directory / "splits.npz", allow_pickle=False) as npz:
             splits = {k: npz[k] for k in SPLITS}
     except (ValueError, OSError, KeyError, json.JSONDecodeError) as exc:
-        raise DataError(f"{directory}: prepared dataset is unreadable ({exc}); re-run `aepipe prepare`") from None
+        raise DataError(
+            f"{directory}: prepared dataset is unreadable ({exc}); re-run `aepipe prepare`"
+        ) from None
     if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
-        raise DataError(f"{directory}: x.npy must be uint8 (N, C, H, W) matching y.npy; re-run `aepipe prepare`")
+        raise DataError(
+            f"{directory}: x.npy must be uint8 (N, C, H, W) matching y.npy; re-run `aepipe prepare`"
+        )
     return PreparedDataset(x, y, splits, meta, directory)

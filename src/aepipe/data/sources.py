@@ -59,7 +59,9 @@ def load_digits_source(_: str, cfg: DataConfig) -> RawDataset:
 def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
     path = Path(path_str)
     if not path.is_file():
-        raise DataError(f"{path}: data.source file not found; check the path in params.yaml (data.source: npz:<path>)")
+        raise DataError(
+            f"{path}: data.source file not found; check the path in params.yaml (data.source: npz:<path>)"
+        )
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not a readable .npz archive (no zip structure); write it with numpy.savez")
     try:
@@ -67,7 +69,9 @@ def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
             arrays = {key: npz[key] for key in npz.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower():
-            raise DataError(f"{path}: holds object (pickled) arrays, which are refused; save plain numeric arrays with np.savez") from None
+            raise DataError(
+                f"{path}: holds object (pickled) arrays, which are refused; save plain numeric arrays with np.savez"
+            ) from None
         raise DataError(f"{path}: not a readable .npz archive ({exc}); write it with numpy.savez") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz archive ({exc}); write it with numpy.savez") from None
@@ -83,7 +87,9 @@ def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
             x_test = _images_from_array(arrays["x_test"], path, "x_test")
             y_test = _labels_from_array(arrays["y_test"], len(x_test), path, "y_test", "x_test")
             if x_test.shape[1:] != x.shape[1:]:
-                raise DataError(f"{path}: x_test images are {x_test.shape[1:]} but x_train images are {x.shape[1:]}; they must match")
+                raise DataError(
+                    f"{path}: x_test images are {x_test.shape[1:]} but x_train images are {x.shape[1:]}; they must match"
+                )
     elif {"x", "y"} <= keys:
         x = _images_from_array(arrays["x"], path, "x")
         y = _labels_from_array(arrays["y"], len(x), path, "y", "x")
@@ -101,7 +107,9 @@ def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
             raise DataError(f"{path}: class_names must be a 1-D array of strings")
         classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
         if all_labels.size and all_labels.max() >= len(classes):
-            raise DataError(f"{path}: label {int(all_labels.max())} is out of range for {len(classes)} class_names; labels must be 0..{len(classes) - 1}")
+            raise DataError(
+                f"{path}: label {int(all_labels.max())} is out of range for {len(classes)} class_names; labels must be 0..{len(classes) - 1}"
+            )
     else:
         classes = [str(i) for i in range(int(all_labels.max()) + 1)] if all_labels.size else []
     return RawDataset(x, y, classes, sha256_file(path), x_test, y_test)
@@ -111,16 +119,22 @@ def _images_from_array(arr: np.ndarray, path: Path, key: str) -> np.ndarray:
     """Accept (N,H,W), (N,H,W,C) Keras or (N,C,H,W) with C in {1,3}; uint8, or float in [0, 1]."""
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
-            raise DataError(f"{path}: {key} contains NaN or inf; clean the array (finite floats in [0, 1] or uint8 0-255)")
+            raise DataError(
+                f"{path}: {key} contains NaN or inf; clean the array (finite floats in [0, 1] or uint8 0-255)"
+            )
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
         if lo < 0.0 or hi > 1.0:
-            raise DataError(f"{path}: {key} is float with values {lo:.3g}..{hi:.3g}; float images must lie in [0, 1] (or store uint8 0-255)")
+            raise DataError(
+                f"{path}: {key} is float with values {lo:.3g}..{hi:.3g}; float images must lie in [0, 1] (or store uint8 0-255)"
+            )
         arr = np.rint(arr * 255.0).astype(np.uint8)
     elif arr.dtype.kind in "iu":
         if arr.dtype != np.uint8:
             lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
             if lo < 0 or hi > 255:
-                raise DataError(f"{path}: {key} is {arr.dtype} with values {lo}..{hi}; integer images must lie in 0..255")
+                raise DataError(
+                    f"{path}: {key} is {arr.dtype} with values {lo}..{hi}; integer images must lie in 0..255"
+                )
             arr = arr.astype(np.uint8)
     else:
         raise DataError(f"{path}: {key} has dtype {arr.dtype}; images must be uint8 (0-255) or float (0-1)")
@@ -131,9 +145,13 @@ def _images_from_array(arr: np.ndarray, path: Path, key: str) -> np.ndarray:
         if arr.shape[1] not in (1, 3) and arr.shape[3] in (1, 3):
             arr = arr.transpose(0, 3, 1, 2)
         elif arr.shape[1] not in (1, 3):
-            raise DataError(f"{path}: {key} has shape {arr.shape}; expected N×H×W, N×H×W×C or N×C×H×W with C = 1 or 3")
+            raise DataError(
+                f"{path}: {key} has shape {arr.shape}; expected N×H×W, N×H×W×C or N×C×H×W with C = 1 or 3"
+            )
     else:
-        raise DataError(f"{path}: {key} has shape {arr.shape}; expected N×H×W, N×H×W×C or N×C×H×W with C = 1 or 3")
+        raise DataError(
+            f"{path}: {key} has shape {arr.shape}; expected N×H×W, N×H×W×C or N×C×H×W with C = 1 or 3"
+        )
     if len(arr) == 0:
         raise DataError(f"{path}: {key} holds no images")
     if min(arr.shape[2:]) < 4:
@@ -149,15 +167,23 @@ def _labels_from_array(arr: np.ndarray, n: int, path: Path, key: str, images_key
         raise DataError(f"{path}: {key} has shape {arr.shape}; labels must be a 1-D array of class indices")
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all() or not np.all(arr == np.rint(arr)):
-            raise DataError(f"{path}: {key} holds non-integer values; labels must be integer class indices 0..K-1")
+            raise DataError(
+                f"{path}: {key} holds non-integer values; labels must be integer class indices 0..K-1"
+            )
     elif arr.dtype.kind not in "iu":
         raise DataError(f"{path}: {key} has dtype {arr.dtype}; labels must be integer class indices 0..K-1")
     if len(arr) != n:
-        raise DataError(f"{path}: {key} has {len(arr)} labels but {images_key} has {n} images; they must have the same length")
+        raise DataError(
+            f"{path}: {key} has {len(arr)} labels but {images_key} has {n} images; they must have the same length"
+        )
     if arr.size and arr.min() < 0:
-        raise DataError(f"{path}: {key} has label {int(arr.min())}; labels are out of range, they must be 0..K-1")
+        raise DataError(
+            f"{path}: {key} has label {int(arr.min())}; labels are out of range, they must be 0..K-1"
+        )
     if arr.size and arr.max() >= MAX_CLASSES:
-        raise DataError(f"{path}: {key} has label {int(arr.max())}; labels are out of range (at most {MAX_CLASSES} classes, 0..K-1)")
+        raise DataError(
+            f"{path}: {key} has label {int(arr.max())}; labels are out of range (at most {MAX_CLASSES} classes, 0..K-1)"
+        )
     return arr.astype(np.int64)
 
 
@@ -173,10 +199,14 @@ def load_npy_source(path_str: str, cfg: DataConfig) -> RawDataset:
     """
     root = Path(path_str)
     if not root.is_dir():
-        raise DataError(f"{root}: data.source folder not found; check the path in params.yaml (data.source: npy:<dir with x.npy and y.npy>)")
+        raise DataError(
+            f"{root}: data.source folder not found; check the path in params.yaml (data.source: npy:<dir with x.npy and y.npy>)"
+        )
     missing = [f for f in ("x.npy", "y.npy") if not (root / f).is_file()]
     if missing:
-        raise DataError(f"{root}: missing {', '.join(missing)}; an npy: source holds x.npy (uint8 images) and y.npy (labels)")
+        raise DataError(
+            f"{root}: missing {', '.join(missing)}; an npy: source holds x.npy (uint8 images) and y.npy (labels)"
+        )
     if (root / "x_test.npy").is_file() != (root / "y_test.npy").is_file():
         raise DataError(f"{root}: has only one of x_test.npy / y_test.npy; provide both or neither")
     x = _mapped_images(root / "x.npy")
@@ -184,9 +214,13 @@ def load_npy_source(path_str: str, cfg: DataConfig) -> RawDataset:
     x_test = y_test = None
     if (root / "x_test.npy").is_file():
         x_test = _mapped_images(root / "x_test.npy")
-        y_test = _labels_from_array(_load_npy(root / "y_test.npy"), len(x_test), root / "y_test.npy", "y_test", "x_test")
+        y_test = _labels_from_array(
+            _load_npy(root / "y_test.npy"), len(x_test), root / "y_test.npy", "y_test", "x_test"
+        )
         if x_test.shape[1:] != x.shape[1:]:
-            raise DataError(f"{root}: x_test.npy images are {x_test.shape[1:]} but x.npy images are {x.shape[1:]}; they must match")
+            raise DataError(
+                f"{root}: x_test.npy images are {x_test.shape[1:]} but x.npy images are {x.shape[1:]}; they must match"
+            )
     labels = y if y_test is None else np.concatenate([y, y_test])
     classes = [str(i) for i in range(int(labels.max()) + 1)]
     h = hashlib.sha256()
@@ -201,7 +235,9 @@ def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
-            raise DataError(f"{path}: holds an object (pickled) array, which is refused; save a plain numeric array with np.save") from None
+            raise DataError(
+                f"{path}: holds an object (pickled) array, which is refused; save a plain numeric array with np.save"
+            ) from None
         raise DataError(f"{path}: not a readable .npy file ({exc}); write it with numpy.save") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npy file ({exc}); write it with numpy.save") from None
@@ -211,7 +247,9 @@ def _mapped_images(path: Path) -> np.ndarray:
     """(N, C, H, W) uint8 view of a memory-mapped file (a transposed view for N×H×W×C)."""
     arr = _load_npy(path, mmap=True)
     if arr.dtype != np.uint8:
-        raise DataError(f"{path}: images have dtype {arr.dtype}; an npy: source must hold uint8 0-255 (convert it, or use an npz: source)")
+        raise DataError(
+            f"{path}: images have dtype {arr.dtype}; an npy: source must hold uint8 0-255 (convert it, or use an npz: source)"
+        )
     if arr.ndim == 3:
         arr = arr[:, None]
     elif arr.ndim == 4 and arr.shape[1] not in (1, 3) and arr.shape[3] in (1, 3):
@@ -232,13 +270,17 @@ def load_folder_source(path_str: str, cfg: DataConfig) -> RawDataset:
     """``root/<class>/*.png``; or ``root/train/<class>/...`` + ``root/test/<class>/...`` to keep a test split."""
     root = Path(path_str)
     if not root.is_dir():
-        raise DataError(f"{root}: data.source folder not found; check the path in params.yaml (data.source: folder:<path>)")
+        raise DataError(
+            f"{root}: data.source folder not found; check the path in params.yaml (data.source: folder:<path>)"
+        )
     if (root / "train").is_dir() and (root / "test").is_dir():
         classes = _class_dirs(root / "train")
         test_classes = _class_dirs(root / "test")
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
-            raise DataError(f"{root / 'test'}: classes {unknown} have no training folder under {root / 'train'}; add them there or remove them")
+            raise DataError(
+                f"{root / 'test'}: classes {unknown} have no training folder under {root / 'train'}; add them there or remove them"
+            )
         files, y = _list_images(root / "train", classes)
         test_files, y_test = _list_images(root / "test", classes, allow_empty_class=True)
     else:
@@ -264,7 +306,9 @@ def _class_dirs(root: Path) -> list[str]:
     return classes
 
 
-def _list_images(root: Path, classes: list[str], allow_empty_class: bool = False) -> tuple[list[Path], np.ndarray]:
+def _list_images(
+    root: Path, classes: list[str], allow_empty_class: bool = False
+) -> tuple[list[Path], np.ndarray]:
     files: list[Path] = []
     labels: list[int] = []
     for idx, name in enumerate(classes):
@@ -274,9 +318,13 @@ def _list_images(root: Path, classes: list[str], allow_empty_class: bool = False
         entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
         for p in entries:
             if p.is_dir():
-                raise DataError(f"{p}: nested folder inside class folder {folder}; keep one level: <root>/<class>/<image>")
+                raise DataError(
+                    f"{p}: nested folder inside class folder {folder}; keep one level: <root>/<class>/<image>"
+                )
             if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise DataError(f"{p}: not an image file (suffix {p.suffix or 'none'}); remove it from {folder} or convert it to PNG/JPEG")
+                raise DataError(
+                    f"{p}: not an image file (suffix {p.suffix or 'none'}); remove it from {folder} or convert it to PNG/JPEG"
+                )
         if not entries and not allow_empty_class:
             raise DataError(f"{folder}: class folder is empty; add images or remove the folder")
         files += entries
@@ -293,11 +341,24 @@ def _read_images(files: list[Path], cfg: DataConfig) -> np.ndarray:
         try:
             with Image.open(f) as img:
                 img.load()
-                mode = "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") or (img.mode == "P" and _palette_is_gray(img)) else "RGB"
+                mode = (
+                    "L"
+                    if img.mode in ("1", "L", "LA", "I", "I;16", "F")
+                    or (img.mode == "P" and _palette_is_gray(img))
+                    else "RGB"
+                )
                 decoded.append((f, img.convert(mode)))
                 modes.add(mode)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"{f}: cannot be decoded as an image ({exc.__class__.__name__}); replace or remove the file") from None
+        except (
+            UnidentifiedImageError,
+            OSError,
+            SyntaxError,
+            ValueError,
+            Image.DecompressionBombError,
+        ) as exc:
+            raise DataError(
+                f"{f}: cannot be decoded as an image ({exc.__class__.__name__}); replace or remove the file"
+            ) from None
 
     channels = cfg.channels
     if channels is None:
@@ -329,7 +390,9 @@ def _read_images(files: list[Path], cfg: DataConfig) -> np.ndarray:
         out.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
     x = np.stack(out)
     if min(x.shape[2:]) < 4:
-        raise DataError(f"images are {x.shape[2]}×{x.shape[3]} pixels; at least 4×4 is needed (set data.image_size)")
+        raise DataError(
+            f"images are {x.shape[2]}×{x.shape[3]} pixels; at least 4×4 is needed (set data.image_size)"
+        )
     return x
 
 
@@ -344,7 +407,11 @@ def _palette_is_gray(img) -> bool:  # noqa: ANN001 - PIL image
 def load_torchvision_source(name: str, cfg: DataConfig) -> RawDataset:
     import torchvision
 
-    cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+    cls = {
+        "mnist": torchvision.datasets.MNIST,
+        "fashion_mnist": torchvision.datasets.FashionMNIST,
+        "cifar10": torchvision.datasets.CIFAR10,
+    }[name]
     root = Path(cfg.cache_dir) / "torchvision"
     try:
         train = cls(str(root), train=True, download=True)
@@ -363,7 +430,9 @@ def load_torchvision_source(name: str, cfg: DataConfig) -> RawDataset:
 
     x, y = arrays(train)
     x_test, y_test = arrays(test)
-    return RawDataset(x, y, [str(c) for c in train.classes], _hash_arrays(x, y, x_test, y_test), x_test, y_test)
+    return RawDataset(
+        x, y, [str(c) for c in train.classes], _hash_arrays(x, y, x_test, y_test), x_test, y_test
+    )
 
 
 # ---- shared checks --------------------------------------------------------------------------
@@ -372,15 +441,21 @@ def load_torchvision_source(name: str, cfg: DataConfig) -> RawDataset:
 def check_labels(raw: RawDataset, source: str) -> None:
     present = np.unique(raw.y)
     if len(present) < 2:
-        raise DataError(f"{source}: only one class ({raw.classes[int(present[0])] if len(present) else 'none'}) in the training data; a classifier needs at least 2 classes")
+        raise DataError(
+            f"{source}: only one class ({raw.classes[int(present[0])] if len(present) else 'none'}) in the training data; a classifier needs at least 2 classes"
+        )
     counts = np.bincount(raw.y, minlength=len(raw.classes))
     thin = [raw.classes[i] for i, c in enumerate(counts) if 0 < c < 3]
     if thin:
-        raise DataError(f"{source}: classes {thin[:10]} have fewer than 3 training images; stratified train/val/test splits need at least 3 per class")
+        raise DataError(
+            f"{source}: classes {thin[:10]} have fewer than 3 training images; stratified train/val/test splits need at least 3 per class"
+        )
     if raw.y_test is not None:
         unseen = sorted(set(np.unique(raw.y_test).tolist()) - set(present.tolist()))
         if unseen:
-            raise DataError(f"{source}: test labels {unseen[:10]} never occur in the training data; every test class needs training images")
+            raise DataError(
+                f"{source}: test labels {unseen[:10]} never occur in the training data; every test class needs training images"
+            )
 
 
 def _hash_arrays(*arrays: np.ndarray) -> str:

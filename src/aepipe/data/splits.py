@@ -6,7 +6,9 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 
-def stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Split ``indices`` into (kept, held_out) with ``fraction`` of each class held out."""
     from aepipe.errors import DataError
 

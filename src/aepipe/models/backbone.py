@@ -30,7 +30,14 @@ class ConvEncoder(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, height: int, width_px: int, width: int, depth: int, out_dim: int, pool_grid: int = 1
+        self,
+        in_channels: int,
+        height: int,
+        width_px: int,
+        width: int,
+        depth: int,
+        out_dim: int,
+        pool_grid: int = 1,
     ) -> None:
         super().__init__()
         self.stages = nn.ModuleList([_block(in_channels, width, stride=1)])
@@ -60,11 +67,15 @@ class ConvEncoder(nn.Module):
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class ConvDecoder(nn.Module):
-    def __init__(self, out_channels: int, height: int, width_px: int, width: int, depth: int, in_dim: int) -> None:
+    def __init__(
+        self, out_channels: int, height: int, width_px: int, width: int, depth: int, in_dim: int
+    ) -> None:
         super().__init__()
         hs, ws = stage_sizes(height, depth), stage_sizes(width_px, depth)
         chans = [width] + [width * 2 ** min(i + 1, 3) for i in range(depth)]

@@ -72,7 +72,9 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.spec = spec
         channels = spec.input_shape[0]
-        self.register_buffer("pixel_mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer(
+            "pixel_mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, channels, 1, 1)
+        )
         self.register_buffer("pixel_std", torch.tensor(spec.std, dtype=torch.float32).view(1, channels, 1, 1))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,9 @@ class ConvAutoEncoder(AutoEncoder):
         (a VAE emits mean and log-variance)."""
         super().__init__(spec)
         c, h, w = spec.input_shape
-        self.encoder = ConvEncoder(c, h, w, spec.width, spec.depth, code_dim or spec.latent_dim, spec.pool_grid)
+        self.encoder = ConvEncoder(
+            c, h, w, spec.width, spec.depth, code_dim or spec.latent_dim, spec.pool_grid
+        )
         self.decoder = ConvDecoder(c, h, w, spec.width, spec.depth, spec.latent_dim)
 
     def code(self, raw: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,9 @@ from aepipe.models.base import AutoEncoder, ModelSpec
 class DenseOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    units_per_width: int = Field(16, ge=1, le=256, description="first hidden layer = model.width x this; halves per layer")
+    units_per_width: int = Field(
+        16, ge=1, le=256, description="first hidden layer = model.width x this; halves per layer"
+    )
 
 
 def _layer(cin: int, cout: int) -> nn.Sequential:
@@ -36,7 +38,9 @@ class DenseAutoEncoder(AutoEncoder):
         self.hidden = nn.ModuleList([_layer(a, b) for a, b in zip(sizes, sizes[1:])])
         self.bottleneck = nn.Linear(hidden[-1], spec.latent_dim)
         back = [spec.latent_dim, *hidden[::-1]]
-        self.decoder = nn.Sequential(*[_layer(a, b) for a, b in zip(back, back[1:])], nn.Linear(hidden[0], pixels))
+        self.decoder = nn.Sequential(
+            *[_layer(a, b) for a, b in zip(back, back[1:])], nn.Linear(hidden[0], pixels)
+        )
 
     def encode_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, acts = self.normalize(x).flatten(1), []

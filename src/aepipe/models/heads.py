@@ -58,7 +58,14 @@ class LinearClassifier(Standardized):
 class MLPClassifier(Standardized):
     """Standardise, then ReLU hidden layers with dropout, then a linear output."""
 
-    def __init__(self, in_dim: int, n_classes: int, hidden: list[int] | tuple[int, ...] = (256,), dropout: float = 0.0, **_: Any) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        n_classes: int,
+        hidden: list[int] | tuple[int, ...] = (256,),
+        dropout: float = 0.0,
+        **_: Any,
+    ) -> None:
         super().__init__(in_dim)
         layers: list[nn.Module] = []
         for width in hidden:

@@ -36,7 +36,9 @@ def save_module(directory: str | Path, module: nn.Module, spec: dict[str, Any]) 
         _write(tmp, module, spec)
 
 
-def save_classifier(directory: str | Path, head: nn.Module, spec: dict[str, Any], autoencoder: AutoEncoder | None = None) -> None:
+def save_classifier(
+    directory: str | Path, head: nn.Module, spec: dict[str, Any], autoencoder: AutoEncoder | None = None
+) -> None:
     """The head, plus the autoencoder it was trained with when training changed it (finetune).
 
     Written as one directory swap, so a classifier dir never pairs a fine-tuned head with a
@@ -52,7 +54,9 @@ def _read(directory: str | Path, what: str) -> tuple[dict[str, Any], dict[str, t
     directory = Path(directory)
     spec_path, weights_path = directory / SPEC, directory / WEIGHTS
     if not spec_path.is_file() or not weights_path.is_file():
-        raise ModelError(f"{directory}: no saved {what} ({SPEC} + {WEIGHTS}); run the stage that trains it first")
+        raise ModelError(
+            f"{directory}: no saved {what} ({SPEC} + {WEIGHTS}); run the stage that trains it first"
+        )
     try:
         spec = json.loads(spec_path.read_text())
     except json.JSONDecodeError as exc:
@@ -60,7 +64,9 @@ def _read(directory: str | Path, what: str) -> tuple[dict[str, Any], dict[str, t
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/unsafe files
-        raise ModelError(f"{weights_path}: cannot be loaded as a state_dict ({exc.__class__.__name__}: {exc})") from None
+        raise ModelError(
+            f"{weights_path}: cannot be loaded as a state_dict ({exc.__class__.__name__}: {exc})"
+        ) from None
     return spec, state
 
 
@@ -68,7 +74,9 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], where: Path) 
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
-        raise ModelError(f"{where}: weights do not match the spec ({exc}); re-run the stage that writes it") from None
+        raise ModelError(
+            f"{where}: weights do not match the spec ({exc}); re-run the stage that writes it"
+        ) from None
 
 
 def save_autoencoder(directory: str | Path, model: AutoEncoder) -> None:
@@ -78,7 +86,9 @@ def save_autoencoder(directory: str | Path, model: AutoEncoder) -> None:
 def load_autoencoder(directory: str | Path, device: str | torch.device = "cpu") -> AutoEncoder:
     spec_json, state = _read(directory, "autoencoder")
     if spec_json.get("name") not in REGISTRY:
-        raise ModelError(f"{Path(directory) / SPEC}: unknown variant {spec_json.get('name')!r}; known: {', '.join(sorted(REGISTRY))}")
+        raise ModelError(
+            f"{Path(directory) / SPEC}: unknown variant {spec_json.get('name')!r}; known: {', '.join(sorted(REGISTRY))}"
+        )
     try:
         spec = ModelSpec.from_json(spec_json)
     except (KeyError, TypeError, ValueError) as exc:
@@ -95,19 +105,27 @@ def head_spec(head: str, in_dim: int, n_classes: int, **info: Any) -> dict[str, 
 def load_head(directory: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     spec, state = _read(directory, "classifier")
     if spec.get("head") not in HEADS:
-        raise ModelError(f"{Path(directory) / SPEC}: unknown head {spec.get('head')!r}; known: {', '.join(sorted(HEADS))}")
-    module = HEADS[spec["head"]].module(int(spec["in_dim"]), int(spec["n_classes"]), **spec.get("options", {}))
+        raise ModelError(
+            f"{Path(directory) / SPEC}: unknown head {spec.get('head')!r}; known: {', '.join(sorted(HEADS))}"
+        )
+    module = HEADS[spec["head"]].module(
+        int(spec["in_dim"]), int(spec["n_classes"]), **spec.get("options", {})
+    )
     _load_state(module, state, Path(directory))
     return module.to(device).eval(), spec
 
 
-def load_pair(model_dir: str | Path, classifier_dir: str | Path, device: str | torch.device = "cpu") -> tuple[EncoderClassifier, dict[str, Any]]:
+def load_pair(
+    model_dir: str | Path, classifier_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[EncoderClassifier, dict[str, Any]]:
     """Encoder + head as trained: the classifier dir's own fine-tuned autoencoder when it holds
     one, else the pretrained autoencoder in ``model_dir``. ``evaluate`` and the registered MLflow
     model both load through here, so they score the same weights."""
     head, spec = load_head(classifier_dir, device)
     finetuned = Path(classifier_dir) / FINETUNED
     if spec.get("finetuned_encoder") and not finetuned.is_dir():
-        raise ModelError(f"{classifier_dir}: the head was fine-tuned with its encoder, but {finetuned} is missing; re-run `aepipe train`")
+        raise ModelError(
+            f"{classifier_dir}: the head was fine-tuned with its encoder, but {finetuned} is missing; re-run `aepipe train`"
+        )
     autoencoder = load_autoencoder(finetuned if spec.get("finetuned_encoder") else model_dir, device)
     return EncoderClassifier(autoencoder, head).eval(), spec

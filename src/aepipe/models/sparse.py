@@ -19,9 +19,13 @@ from aepipe.models.conv import ConvAutoEncoder
 class SparseOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    penalty: Literal["l1", "kl"] = Field("l1", description="l1 on the code, or KL to a target mean activation")
+    penalty: Literal["l1", "kl"] = Field(
+        "l1", description="l1 on the code, or KL to a target mean activation"
+    )
     weight: float = Field(1e-3, ge=0.0, description="weight of the penalty against the pixel MSE")
-    target: float = Field(0.05, gt=0.0, lt=1.0, description="kl only: wanted mean activation of each code unit")
+    target: float = Field(
+        0.05, gt=0.0, lt=1.0, description="kl only: wanted mean activation of each code unit"
+    )
 
 
 class SparseAutoEncoder(ConvAutoEncoder):
@@ -41,5 +45,7 @@ class SparseAutoEncoder(ConvAutoEncoder):
             penalty = z.abs().mean()
         else:
             rho, rho_hat = self.options.target, z.mean(dim=0).clamp(1e-6, 1 - 1e-6)
-            penalty = torch.sum(rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat)))
+            penalty = torch.sum(
+                rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
+            )
         return mse + self.options.weight * penalty, {**parts, "sparsity": penalty}

@@ -38,7 +38,9 @@ class VariationalAutoEncoder(ConvAutoEncoder):
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
         return {"z": z, "mu": mu, "logvar": logvar, "pooled": pooled, "logits": self.decode_logits(z)}
 
-    def elbo_loss(self, x: torch.Tensor, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def elbo_loss(
+        self, x: torch.Tensor, out: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(negative beta-ELBO per image, its parts)."""
         n = x.shape[0]
         logits, mu, logvar = out["logits"].float(), out["mu"].float(), out["logvar"].float()

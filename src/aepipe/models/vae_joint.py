@@ -20,8 +20,12 @@ from aepipe.models.vae import VAEOptions, VariationalAutoEncoder
 
 
 class JointVAEOptions(VAEOptions):
-    lam: float = Field(100.0, ge=0.0, description="weight of the classifier's cross-entropy against the ELBO (lambda)")
-    labelled_per_batch: int = Field(32, ge=0, le=4096, description="labelled images added to every pretraining batch (0 = none)")
+    lam: float = Field(
+        100.0, ge=0.0, description="weight of the classifier's cross-entropy against the ELBO (lambda)"
+    )
+    labelled_per_batch: int = Field(
+        32, ge=0, le=4096, description="labelled images added to every pretraining batch (0 = none)"
+    )
 
 
 class JointVAE(VariationalAutoEncoder):
@@ -31,7 +35,9 @@ class JointVAE(VariationalAutoEncoder):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         if spec.n_classes < 2:
-            raise ModelError(f"vae_joint needs the number of classes (got n_classes={spec.n_classes}); build it through the pretrain stage")
+            raise ModelError(
+                f"vae_joint needs the number of classes (got n_classes={spec.n_classes}); build it through the pretrain stage"
+            )
         feature_dim = spec.latent_dim + (0 if spec.features == "latent" else self.encoder.pooled_dim)
         self.classifier = nn.Linear(feature_dim, spec.n_classes)
         self.labelled_per_batch = self.options.labelled_per_batch

@@ -42,7 +42,18 @@ def reconstruction_mse(model: Any, x_u8: np.ndarray, device: torch.device, batch
 REVIEW_PNGS = ("confusion.png", "reconstructions.png", "latent_projection.png", "misclassified.png")
 
 
-def review_figures(pair: EncoderClassifier, x: np.ndarray, y: np.ndarray, proba: np.ndarray, classes: list[str], device: torch.device, bs: int, plots: Path, max_points: int = 2000, max_errors: int = 32) -> None:
+def review_figures(
+    pair: EncoderClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    proba: np.ndarray,
+    classes: list[str],
+    device: torch.device,
+    bs: int,
+    plots: Path,
+    max_points: int = 2000,
+    max_errors: int = 32,
+) -> None:
     """Latent-space projection and the most confident mistakes, for reviewers."""
     from sklearn.decomposition import PCA
 
@@ -51,15 +62,30 @@ def review_figures(pair: EncoderClassifier, x: np.ndarray, y: np.ndarray, proba:
     keep = np.random.default_rng(0).permutation(len(x))[:max_points]
     keep.sort()
     feats = extract_features(pair.autoencoder, x[keep], device, bs, desc="project")
-    points = PCA(n_components=2, random_state=0).fit_transform(feats) if feats.shape[1] >= 2 else np.c_[feats, np.zeros(len(feats))]
-    projection_png(points, y[keep], classes, plots / "latent_projection.png", f"Test features, PCA to 2-D ({len(keep)} images)")
+    points = (
+        PCA(n_components=2, random_state=0).fit_transform(feats)
+        if feats.shape[1] >= 2
+        else np.c_[feats, np.zeros(len(feats))]
+    )
+    projection_png(
+        points,
+        y[keep],
+        classes,
+        plots / "latent_projection.png",
+        f"Test features, PCA to 2-D ({len(keep)} images)",
+    )
 
     pred = proba.argmax(1)
     wrong = np.flatnonzero(pred != y)
     wrong = wrong[np.argsort(-proba[wrong, pred[wrong]])][:max_errors]
     captions = [f"{classes[y[i]]}→{classes[pred[i]]} {proba[i, pred[i]]:.2f}" for i in wrong]
     images = x[wrong].astype(np.float32) / 255.0
-    examples_png(images, captions, plots / "misclassified.png", f"Most confident mistakes (true→predicted, p): {len(wrong)} of {int((pred != y).sum())}")
+    examples_png(
+        images,
+        captions,
+        plots / "misclassified.png",
+        f"Most confident mistakes (true→predicted, p): {len(wrong)} of {int((pred != y).sum())}",
+    )
 
 
 def run(
@@ -99,7 +125,10 @@ def run(
     write_json(metrics_path, metrics)
 
     plots = Path(plots_dir)
-    write_csv(plots / "confusion.csv", [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y_test, pred)])
+    write_csv(
+        plots / "confusion.csv",
+        [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y_test, pred)],
+    )
     confusion_png(cm, classes, plots / "confusion.png")
     k = min(params.evaluate.n_reconstructions, len(x_test))
     with torch.inference_mode():

@@ -20,14 +20,27 @@ from aepipe.training.device import resolve_device
 from aepipe.training.features import extract_to_npy
 
 
-def run(params: Params, data_dir: str | Path, model_dir: str | Path, features_dir: str | Path, tracker: Tracker = NullTracker()) -> dict[str, Any]:
+def run(
+    params: Params,
+    data_dir: str | Path,
+    model_dir: str | Path,
+    features_dir: str | Path,
+    tracker: Tracker = NullTracker(),
+) -> dict[str, Any]:
     ds = load_prepared(data_dir, mmap=True)
     device = resolve_device(params.device)
     model = load_autoencoder(model_dir, device)
     shapes = {}
     with atomic_dir(features_dir) as tmp:
         for split in SPLITS:
-            shape = extract_to_npy(model, ds.images(split), device, tmp / f"{split}.npy", params.evaluate.batch_size, desc=f"extract {split}")
+            shape = extract_to_npy(
+                model,
+                ds.images(split),
+                device,
+                tmp / f"{split}.npy",
+                params.evaluate.batch_size,
+                desc=f"extract {split}",
+            )
             shapes[split] = list(shape)
     tracker.log_metrics({f"n_{k}": v[0] for k, v in shapes.items()} | {"feature_dim": shapes["train"][1]})
     return {"shapes": shapes}

@@ -49,4 +49,9 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker = NullTracker()) -
     tracker.log_params({f"data.{k}": v for k, v in cfg.model_dump().items()})
     tracker.log_metrics({f"n_{k}": v for k, v in counts.items()})
     tracker.set_tags({"aepipe.data_hash": meta["data_hash"], "aepipe.source_hash": raw.source_hash})
-    return {"data_hash": meta["data_hash"], "counts": counts, "classes": len(raw.classes), "shape": meta["shape"]}
+    return {
+        "data_hash": meta["data_hash"],
+        "counts": counts,
+        "classes": len(raw.classes),
+        "shape": meta["shape"],
+    }

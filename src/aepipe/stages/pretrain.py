@@ -72,23 +72,43 @@ def run(
 
 
 def _run(
-    params: Params, ds: PreparedDataset, device: Any, dist: DistEnv, model_dir: Path, metrics_path: Path, plots_dir: Path, tracker: Tracker
+    params: Params,
+    ds: PreparedDataset,
+    device: Any,
+    dist: DistEnv,
+    model_dir: Path,
+    metrics_path: Path,
+    plots_dir: Path,
+    tracker: Tracker,
 ) -> dict[str, Any]:
     generator = seed_everything(params.seed)
     init_source = None
     if params.pretrain.init_from:
         from aepipe.tracking.reuse import load_registered_autoencoder
 
-        model, init_source = load_registered_autoencoder(params.pretrain.init_from, ds.input_shape, params.model.name)
+        model, init_source = load_registered_autoencoder(
+            params.pretrain.init_from, ds.input_shape, params.model.name
+        )
         model.train()
     else:
-        spec = spec_from_params(params, ds.input_shape, ds.meta["mean"], ds.meta["std"], n_classes=len(ds.classes))
+        spec = spec_from_params(
+            params, ds.input_shape, ds.meta["mean"], ds.meta["std"], n_classes=len(ds.classes)
+        )
         model = build_autoencoder(spec)
     tracker.log_params({f"model.{k}": v for k, v in params.model.model_dump().items()})
-    tracker.log_params({f"pretrain.{k}": v for k, v in params.pretrain.model_dump().items()} | {"device": str(device)})
+    tracker.log_params(
+        {f"pretrain.{k}": v for k, v in params.pretrain.model_dump().items()} | {"device": str(device)}
+    )
 
     def on_epoch(log: EpochLog) -> None:
-        tracker.log_metrics({"train_loss": log.train_loss, "val_loss": log.val_loss, **{f"val_{k}": v for k, v in log.parts.items()}}, step=log.epoch)
+        tracker.log_metrics(
+            {
+                "train_loss": log.train_loss,
+                "val_loss": log.val_loss,
+                **{f"val_{k}": v for k, v in log.parts.items()},
+            },
+            step=log.epoch,
+        )
 
     x_train, x_val = ds.images("train"), ds.images("val")
     y_train, y_val = ds.split("train")[1], ds.split("val")[1]
@@ -97,11 +117,31 @@ def _run(
     y_partial[known] = y_train[known]
     key = params.model_dump(mode="json", include={"seed", "model", "pretrain"})
     ckpt = Checkpointer(
-        checkpoint_dir("pretrain", key, params.classifier.labels_per_class, device.type, ds.meta["data_hash"], init_source, dist.world),
+        checkpoint_dir(
+            "pretrain",
+            key,
+            params.classifier.labels_per_class,
+            device.type,
+            ds.meta["data_hash"],
+            init_source,
+            dist.world,
+        ),
         enabled=params.pretrain.epochs > 0,
     )
     t0 = time.perf_counter()
-    history = pretrain(model, x_train, x_val, params.pretrain, generator, device, on_epoch, y_partial, y_val, checkpoint=ckpt, dist=dist)
+    history = pretrain(
+        model,
+        x_train,
+        x_val,
+        params.pretrain,
+        generator,
+        device,
+        on_epoch,
+        y_partial,
+        y_val,
+        checkpoint=ckpt,
+        dist=dist,
+    )
     seconds = time.perf_counter() - t0
     if not dist.is_main:
         return {"rank": dist.rank, "device": str(device), "seconds": round(seconds, 3)}
@@ -111,13 +151,21 @@ def _run(
     save_autoencoder(model_dir, model.cpu())
     rows = [{"epoch": h.epoch, "train_loss": h.train_loss, "val_loss": h.val_loss} for h in history]
     write_csv(plots_dir / "pretrain_loss.csv", rows)
-    curves_png(rows, "epoch", ["train_loss", "val_loss"], plots_dir / "pretrain_loss.png", f"{params.model.name} autoencoder loss")
+    curves_png(
+        rows,
+        "epoch",
+        ["train_loss", "val_loss"],
+        plots_dir / "pretrain_loss.png",
+        f"{params.model.name} autoencoder loss",
+    )
     metrics = {
         "final_train_loss": history[-1].train_loss,
         "final_val_loss": history[-1].val_loss,
         "epochs": params.pretrain.epochs,
         "seconds": round(seconds, 3),
-        "images_per_second": round(len(x_train) * (params.pretrain.epochs - ckpt.resumed_from) / max(seconds, 1e-9), 1),
+        "images_per_second": round(
+            len(x_train) * (params.pretrain.epochs - ckpt.resumed_from) / max(seconds, 1e-9), 1
+        ),
     }
     tracker.log_metrics({k: v for k, v in metrics.items() if k != "epochs"})
     if init_source:
@@ -127,12 +175,22 @@ def _run(
     tracker.log_artifact(plots_dir / "pretrain_loss.png", "plots")
     tracker.log_artifact(model_dir, "autoencoder")
     ckpt.clear()  # outputs are in place: nothing left to resume
-    return {**metrics, "device": str(device), "world_size": dist.world, "resumed_from_epoch": ckpt.resumed_from, "history": [asdict(h) for h in history]}
+    return {
+        **metrics,
+        "device": str(device),
+        "world_size": dist.world,
+        "resumed_from_epoch": ckpt.resumed_from,
+        "history": [asdict(h) for h in history],
+    }
 
 
-def _losses(model: Any, x_train: Any, x_val: Any, y_train: np.ndarray, y_val: np.ndarray, device: Any) -> tuple[float, float]:
+def _losses(
+    model: Any, x_train: Any, x_val: Any, y_train: np.ndarray, y_val: np.ndarray, device: Any
+) -> tuple[float, float]:
     losses = []
     for x, y in ((x_train, y_train), (x_val, y_val)):
-        source = make_source(x, label_array(model, y), "memory" if isinstance(x, np.ndarray) else "stream", device, 64 << 20)
+        source = make_source(
+            x, label_array(model, y), "memory" if isinstance(x, np.ndarray) else "stream", device, 64 << 20
+        )
         losses.append(evaluate_loss(model.to(device), source, 1024)[0])
     return losses[0], losses[1]

@@ -32,7 +32,9 @@ def run_stage(stage: str, params: Params, **paths: str | Path) -> dict[str, Any]
     module = importlib.import_module(f"aepipe.stages.{stage}")
     dist = DistEnv.from_env()
     if dist.enabled and stage != "pretrain":
-        raise AepipeError(f"`aepipe {stage}` does not run under torchrun (WORLD_SIZE={dist.world}); only pretrain is data-parallel")
+        raise AepipeError(
+            f"`aepipe {stage}` does not run under torchrun (WORLD_SIZE={dist.world}); only pretrain is data-parallel"
+        )
     if not dist.is_main:
         return module.run(params, **paths)
     with stage_run(stage, params, _data_hash(paths.get("data_dir"))) as tracker:

@@ -48,7 +48,13 @@ def run(
 
     device = resolve_device(params.device)
     weights = Path(model_dir) / WEIGHTS
-    key = (params.seed, cfg.model_dump(mode="json"), device.type, ds.meta["data_hash"], sha256_file(weights) if weights.is_file() else None)
+    key = (
+        params.seed,
+        cfg.model_dump(mode="json"),
+        device.type,
+        ds.meta["data_hash"],
+        sha256_file(weights) if weights.is_file() else None,
+    )
     ckpt = Checkpointer(checkpoint_dir("train", *key))
     data = HeadData(
         f_train,
@@ -67,17 +73,39 @@ def run(
     head = HEADS[cfg.head]
     fit = head.fit_fn()(data)
     if head.trains_encoder and fit.autoencoder is None:
-        raise ModelError(f"classifier.head {cfg.head!r} trains the encoder but its trainer returned none to save")
+        raise ModelError(
+            f"classifier.head {cfg.head!r} trains the encoder but its trainer returned none to save"
+        )
     info = {"val_accuracy": fit.val_accuracy, **fit.info}
-    spec = head_spec(cfg.head, f_train.shape[1], len(ds.classes), classes=ds.classes, labels_used=int(len(picked)), options=fit.options, **info)
-    save_classifier(classifier_dir, fit.module.cpu(), spec, fit.autoencoder.cpu() if head.trains_encoder else None)
+    spec = head_spec(
+        cfg.head,
+        f_train.shape[1],
+        len(ds.classes),
+        classes=ds.classes,
+        labels_used=int(len(picked)),
+        options=fit.options,
+        **info,
+    )
+    save_classifier(
+        classifier_dir, fit.module.cpu(), spec, fit.autoencoder.cpu() if head.trains_encoder else None
+    )
     ckpt.clear()  # the classifier is saved: nothing left to resume
 
     metrics = {"val_accuracy": fit.val_accuracy, "labels_used": int(len(picked))}
     write_json(metrics_path, metrics)
     write_csv(Path(plots_dir) / "train_curve.csv", fit.curve)
     tracker.log_params({f"classifier.{k}": v for k, v in cfg.model_dump().items()})
-    tracker.log_metrics(metrics | {k: v for k, v in info.items() if isinstance(v, (int, float)) and k != "val_accuracy"})
+    tracker.log_metrics(
+        metrics | {k: v for k, v in info.items() if isinstance(v, (int, float)) and k != "val_accuracy"}
+    )
     for row in fit.curve:
-        tracker.log_metrics({f"selection_{k}": v for k, v in row.items() if k.endswith("accuracy")}, step=row["step"])
-    return {**metrics, **info, "n_classes": len(ds.classes), "class_counts": np.bincount(y_train[picked]).tolist(), "resumed_from_epoch": ckpt.resumed_from}
+        tracker.log_metrics(
+            {f"selection_{k}": v for k, v in row.items() if k.endswith("accuracy")}, step=row["step"]
+        )
+    return {
+        **metrics,
+        **info,
+        "n_classes": len(ds.classes),
+        "class_counts": np.bincount(y_train[picked]).tolist(),
+        "resumed_from_epoch": ckpt.resumed_from,
+    }

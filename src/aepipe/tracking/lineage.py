@@ -87,7 +87,9 @@ def client() -> Any:
 def git_info(cwd: str | None = None) -> dict[str, str]:
     def git(*args: str) -> str | None:
         try:
-            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 
@@ -95,7 +97,11 @@ def git_info(cwd: str | None = None) -> dict[str, str]:
     if not commit:
         return {}
     dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"mlflow.source.git.commit": commit, "aepipe.git_commit": commit, "aepipe.git_dirty": str(bool(dirty)).lower()}
+    return {
+        "mlflow.source.git.commit": commit,
+        "aepipe.git_commit": commit,
+        "aepipe.git_dirty": str(bool(dirty)).lower(),
+    }
 
 
 def execution_key(params: Params, git: dict[str, str]) -> str:
@@ -141,7 +147,9 @@ def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, s
     )
     if found:
         return found[0].info.run_id
-    run = mlflow_client.create_run(exp_id, run_name=f"pipeline-{key[:8]}", tags={KEY_TAG: key, "aepipe.kind": "pipeline", **git})
+    run = mlflow_client.create_run(
+        exp_id, run_name=f"pipeline-{key[:8]}", tags={KEY_TAG: key, "aepipe.kind": "pipeline", **git}
+    )
     MlflowTracker(mlflow_client, run.info.run_id).log_params(params.flat())
     return run.info.run_id
 

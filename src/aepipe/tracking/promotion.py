@@ -47,7 +47,13 @@ def _metric(version: Any, metric: str) -> float | None:
 
 
 def promote(
-    client: Any, name: str, metric: str, margin: float, version: str | None = None, force: bool = False, reason: str | None = None
+    client: Any,
+    name: str,
+    metric: str,
+    margin: float,
+    version: str | None = None,
+    force: bool = False,
+    reason: str | None = None,
 ) -> Decision:
     if force and not reason:
         raise TrackingError("--force needs --reason TEXT: a forced promotion records why")
@@ -59,7 +65,9 @@ def promote(
     else:
         cand = _version(client, name, CHALLENGER)
         if cand is None:
-            raise TrackingError(f"registered model {name!r} has no {CHALLENGER!r} alias; run the pipeline or pass --version N")
+            raise TrackingError(
+                f"registered model {name!r} has no {CHALLENGER!r} alias; run the pipeline or pass --version N"
+            )
     ver = str(cand.version)
     champ = _version(client, name, CHAMPION)
     if champ is not None and str(champ.version) == ver:
@@ -80,7 +88,9 @@ def promote(
             ok = value > champ_value and value - champ_value >= margin
             gate = f"{metric}: challenger v{ver} {value:.4f} vs champion v{champ.version} {champ_value:.4f} (margin {margin:.4f})"
         if not ok and not force:
-            return Decision(False, ver, str(champ.version), f"refused: {gate}; use --force --reason TEXT to override")
+            return Decision(
+                False, ver, str(champ.version), f"refused: {gate}; use --force --reason TEXT to override"
+            )
 
     when = _now()
     tags = {
@@ -101,7 +111,9 @@ def promote(
     if challenger is not None and str(challenger.version) == ver:
         client.delete_registered_model_alias(name, CHALLENGER)
     prev = str(champ.version) if champ is not None else None
-    return Decision(True, ver, prev, f"promoted v{ver} to {CHAMPION}" + (f" (forced: {reason})" if force else f"; {gate}"))
+    return Decision(
+        True, ver, prev, f"promoted v{ver} to {CHAMPION}" + (f" (forced: {reason})" if force else f"; {gate}")
+    )
 
 
 def rollback(client: Any, name: str, reason: str | None = None) -> Decision:
@@ -116,10 +128,17 @@ def rollback(client: Any, name: str, reason: str | None = None) -> Decision:
     client.set_model_version_tag(name, str(prev.version), "aepipe.restored_by", _user())
     if current is not None:
         client.set_model_version_tag(name, str(current.version), "aepipe.rolled_back_at", when)
-        client.set_model_version_tag(name, str(current.version), "aepipe.rollback_reason", reason or "rollback")
+        client.set_model_version_tag(
+            name, str(current.version), "aepipe.rollback_reason", reason or "rollback"
+        )
     older = prev.tags.get("aepipe.previous_champion")
     if older:
         client.set_registered_model_alias(name, PREVIOUS, older)
     else:
         client.delete_registered_model_alias(name, PREVIOUS)
-    return Decision(True, str(prev.version), str(current.version) if current else None, f"rolled back: champion is v{prev.version} again")
+    return Decision(
+        True,
+        str(prev.version),
+        str(current.version) if current else None,
+        f"rolled back: champion is v{prev.version} again",
+    )

@@ -34,7 +34,9 @@ PAIR_HASH_TAG = "aepipe.pair_hash"
 
 def pip_requirements() -> list[str]:
     # Given explicitly: MLflow's inference of requirements costs ~11 s per log_model call.
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "numpy", "pandas", "pydantic", "scikit-learn")]
+    return [
+        f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "numpy", "pandas", "pydantic", "scikit-learn")
+    ]
 
 
 def pair_signature(input_shape: tuple[int, ...]) -> Any:
@@ -43,7 +45,13 @@ def pair_signature(input_shape: tuple[int, ...]) -> Any:
     from mlflow.types.schema import Array
 
     inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *input_shape))])
-    outputs = Schema([ColSpec(DataType.string, "class"), ColSpec(DataType.long, "class_index"), ColSpec(Array(DataType.double), "probabilities")])
+    outputs = Schema(
+        [
+            ColSpec(DataType.string, "class"),
+            ColSpec(DataType.long, "class_index"),
+            ColSpec(Array(DataType.double), "probabilities"),
+        ]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -67,7 +75,14 @@ def pair_hash(*directories: str | Path) -> str:
     return h.hexdigest()
 
 
-def _log_pyfunc(name: str, code: Path, artifacts: dict[str, str], signature: Any, example: np.ndarray, tags: dict[str, str]) -> str:
+def _log_pyfunc(
+    name: str,
+    code: Path,
+    artifacts: dict[str, str],
+    signature: Any,
+    example: np.ndarray,
+    tags: dict[str, str],
+) -> str:
     import mlflow
 
     with warnings.catch_warnings():
@@ -105,11 +120,29 @@ def log_candidate(
         ae, clf = Path(staging) / "autoencoder", Path(staging) / "classifier"
         shutil.copytree(autoencoder_dir, ae)
         shutil.copytree(classifier_dir, clf)
-        pair_id = _log_pyfunc("model", PAIR_CODE, {"autoencoder": str(ae), "classifier": str(clf)}, pair_signature(shape), example, tags)
-        encoder_id = _log_pyfunc("encoder", ENCODER_CODE, {"autoencoder": str(ae)}, encoder_signature(shape, feature_dim), example, tags)
+        pair_id = _log_pyfunc(
+            "model",
+            PAIR_CODE,
+            {"autoencoder": str(ae), "classifier": str(clf)},
+            pair_signature(shape),
+            example,
+            tags,
+        )
+        encoder_id = _log_pyfunc(
+            "encoder",
+            ENCODER_CODE,
+            {"autoencoder": str(ae)},
+            encoder_signature(shape, feature_dim),
+            example,
+            tags,
+        )
         if review_dir is not None:
             mlflow.log_artifacts(str(review_dir), "review")
-    hashes = {PAIR_HASH_TAG: pair_hash(autoencoder_dir, classifier_dir), CANDIDATE_TAG: pair_id, ENCODER_TAG: encoder_id}
+    hashes = {
+        PAIR_HASH_TAG: pair_hash(autoencoder_dir, classifier_dir),
+        CANDIDATE_TAG: pair_id,
+        ENCODER_TAG: encoder_id,
+    }
     client = MlflowClient()
     for key, value in {**tags, **hashes}.items():
         client.set_tag(run_id, key, value)
@@ -127,7 +160,9 @@ class Candidate:
     metrics: dict[str, float]
 
 
-def candidates(client: Any, experiment_id: str, data_hash: str, metric: str, include_run: str | None = None) -> list[Candidate]:
+def candidates(
+    client: Any, experiment_id: str, data_hash: str, metric: str, include_run: str | None = None
+) -> list[Candidate]:
     """Finished candidates on ``data_hash`` (plus ``include_run``, the one registering now), best first."""
     runs = client.search_runs(
         [experiment_id],
@@ -140,7 +175,17 @@ def candidates(client: Any, experiment_id: str, data_hash: str, metric: str, inc
         if not finished or metric not in run.data.metrics:
             continue
         t = run.data.tags
-        found.append(Candidate(run.info.run_id, t[CANDIDATE_TAG], t.get(ENCODER_TAG, ""), t.get(PAIR_HASH_TAG, ""), run.data.metrics[metric], t, run.data.metrics))
+        found.append(
+            Candidate(
+                run.info.run_id,
+                t[CANDIDATE_TAG],
+                t.get(ENCODER_TAG, ""),
+                t.get(PAIR_HASH_TAG, ""),
+                run.data.metrics[metric],
+                t,
+                run.data.metrics,
+            )
+        )
     # best validation metric first; ties go to the earlier run, so re-runs never displace it
     order = {r.info.run_id: r.info.start_time for r in runs}
     return sorted(found, key=lambda c: (-c.metric, order[c.run_id]))
@@ -161,7 +206,9 @@ def champion(client: Any, name: str, metric: str, alias: str = "champion") -> Ch
     except Exception:
         return None
     value = v.tags.get(f"aepipe.{metric}")
-    return Champion(str(v.version), float(value) if value not in (None, "") else None, v.tags.get("aepipe.data_hash"))
+    return Champion(
+        str(v.version), float(value) if value not in (None, "") else None, v.tags.get("aepipe.data_hash")
+    )
 
 
 @dataclass
@@ -178,8 +225,16 @@ def register(client: Any, cand: Candidate, name: str, alias: str, description: s
     """Register the candidate (pair + encoder) unless that pair already has a version; set the alias."""
     import mlflow
 
-    tags = {k: v for k, v in cand.tags.items() if k.startswith("aepipe.") and k not in (CANDIDATE_TAG, ENCODER_TAG, "aepipe.stage", "aepipe.kind")}
-    tags |= {f"aepipe.{k}": f"{v:.6f}" for k, v in cand.metrics.items() if k in ("test_accuracy", "test_macro_f1", "val_accuracy", "val_macro_f1", "test_recon_mse")}
+    tags = {
+        k: v
+        for k, v in cand.tags.items()
+        if k.startswith("aepipe.") and k not in (CANDIDATE_TAG, ENCODER_TAG, "aepipe.stage", "aepipe.kind")
+    }
+    tags |= {
+        f"aepipe.{k}": f"{v:.6f}"
+        for k, v in cand.metrics.items()
+        if k in ("test_accuracy", "test_macro_f1", "val_accuracy", "val_macro_f1", "test_recon_mse")
+    }
     tags |= {"aepipe.source_run_id": cand.run_id}
     existing = find_version(client, name, cand.pair_hash)
     if existing is not None:
@@ -195,7 +250,11 @@ def register(client: Any, cand: Candidate, name: str, alias: str, description: s
     if cand.encoder_model_id:
         enc = find_version(client, f"{name}-encoder", cand.pair_hash)
         if enc is None:
-            enc = mlflow.register_model(f"models:/{cand.encoder_model_id}", f"{name}-encoder", tags={**tags, "aepipe.pair_version": ver})
+            enc = mlflow.register_model(
+                f"models:/{cand.encoder_model_id}",
+                f"{name}-encoder",
+                tags={**tags, "aepipe.pair_version": ver},
+            )
         encoder_version = str(enc.version)
     if created:
         client.set_registered_model_alias(name, alias, ver)

@@ -12,7 +12,9 @@ from aepipe.errors import ModelError, TrackingError
 from aepipe.models.base import AutoEncoder
 
 
-def load_registered_autoencoder(uri: str, input_shape: tuple[int, int, int], variant: str) -> tuple[AutoEncoder, str]:
+def load_registered_autoencoder(
+    uri: str, input_shape: tuple[int, int, int], variant: str
+) -> tuple[AutoEncoder, str]:
     """(autoencoder, the model version it came from). Refuses a mismatched shape or variant."""
     import mlflow
 
@@ -23,7 +25,9 @@ def load_registered_autoencoder(uri: str, input_shape: tuple[int, int, int], var
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as exc:
-        raise TrackingError(f"pretrain.init_from: cannot download {uri!r} ({str(exc)[:200]}); check the name/alias in the MLflow UI") from None
+        raise TrackingError(
+            f"pretrain.init_from: cannot download {uri!r} ({str(exc)[:200]}); check the name/alias in the MLflow UI"
+        ) from None
     source = uri
     if uri.startswith("models:/") and "@" in uri:
         name, alias = uri[len("models:/") :].split("@", 1)
@@ -36,10 +40,16 @@ def load_registered_autoencoder(uri: str, input_shape: tuple[int, int, int], var
     except (OSError, KeyError, TypeError):
         ae_dir = None
     if ae_dir is None or not ae_dir.is_dir():
-        raise ModelError(f"pretrain.init_from: {uri!r} holds no autoencoder artifact; point it at an aepipe encoder model (<name>-encoder)")
+        raise ModelError(
+            f"pretrain.init_from: {uri!r} holds no autoencoder artifact; point it at an aepipe encoder model (<name>-encoder)"
+        )
     model = load_autoencoder(ae_dir)
     if tuple(model.spec.input_shape) != tuple(input_shape):
-        raise ModelError(f"pretrain.init_from: {source} takes images {model.spec.input_shape} but the data is {input_shape}; use an encoder trained on this data")
+        raise ModelError(
+            f"pretrain.init_from: {source} takes images {model.spec.input_shape} but the data is {input_shape}; use an encoder trained on this data"
+        )
     if model.spec.name != variant:
-        raise ModelError(f"pretrain.init_from: {source} is a {model.spec.name!r} autoencoder but model.name is {variant!r}; set model.name: {model.spec.name}")
+        raise ModelError(
+            f"pretrain.init_from: {source} is a {model.spec.name!r} autoencoder but model.name is {variant!r}; set model.name: {model.spec.name}"
+        )
     return model, source

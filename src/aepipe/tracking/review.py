@@ -29,7 +29,9 @@ def comparison(metric_name: str, value: float, champion: Champion | None, data_h
     return f"{metric_name} {_pct(value)} vs champion v{champion.version} {_pct(champion.metric)}: {100 * delta:+.2f} points ({word})."
 
 
-def description(summary: dict[str, Any], evaluation: dict[str, Any], champion: Champion | None, promotion_metric: str) -> str:
+def description(
+    summary: dict[str, Any], evaluation: dict[str, Any], champion: Champion | None, promotion_metric: str
+) -> str:
     lines = [
         f"**{summary['variant']} autoencoder + {summary['head']} head** on `{summary['dataset']}` "
         f"(data `{summary['data_hash'][:12]}`, {summary['labels_used']} labels).",
@@ -60,38 +62,42 @@ def model_card(
 ) -> str:
     per_class = evaluation.get("per_class_accuracy", {})
     rows = "\n".join(f"| {name} | {_pct(acc)} |" for name, acc in per_class.items())
-    eff = "\n".join(
-        f"| {r['labels_used']} | {_pct(r.get('val_accuracy'))} | {_pct(r.get('test_accuracy'))} | `{r['run_id'][:8]}` |" for r in label_efficiency
-    ) or "| (no other runs on this data yet) | | | |"
+    eff = (
+        "\n".join(
+            f"| {r['labels_used']} | {_pct(r.get('val_accuracy'))} | {_pct(r.get('test_accuracy'))} | `{r['run_id'][:8]}` |"
+            for r in label_efficiency
+        )
+        or "| (no other runs on this data yet) | | | |"
+    )
     keys = ("model.", "pretrain.", "classifier.head", "classifier.labels_per_class", "seed")
     hparams = "\n".join(f"| `{k}` | `{v}` |" for k, v in params_flat.items() if k.startswith(keys))
     counts = meta.get("counts", {})
-    return f"""# Model card: {summary['name']}
+    return f"""# Model card: {summary["name"]}
 
 ## Model
-Encoder: **{summary['variant']}** autoencoder, pretrained without labels on the training split.
-Classifier: **{summary['head']}** head on the encoder's features. Served as one MLflow pyfunc model:
-input uint8 images N×{'×'.join(str(s) for s in meta['shape'])} (0-255), output class, class index and
+Encoder: **{summary["variant"]}** autoencoder, pretrained without labels on the training split.
+Classifier: **{summary["head"]}** head on the encoder's features. Served as one MLflow pyfunc model:
+input uint8 images N×{"×".join(str(s) for s in meta["shape"])} (0-255), output class, class index and
 per-class probabilities.
 
 ## Data
-- Source: `{meta['source']}` (source hash `{meta['source_hash'][:16]}`), prepared data hash `{meta['data_hash'][:16]}`
-- Classes ({len(meta['classes'])}): {', '.join(map(str, meta['classes'][:50]))}
-- Splits: train {counts.get('train')}, validation {counts.get('val')}, test {counts.get('test')} (test split: {meta.get('test_split', 'n/a')})
-- Labels used to train the head: {summary['labels_used']}
+- Source: `{meta["source"]}` (source hash `{meta["source_hash"][:16]}`), prepared data hash `{meta["data_hash"][:16]}`
+- Classes ({len(meta["classes"])}): {", ".join(map(str, meta["classes"][:50]))}
+- Splits: train {counts.get("train")}, validation {counts.get("val")}, test {counts.get("test")} (test split: {meta.get("test_split", "n/a")})
+- Labels used to train the head: {summary["labels_used"]}
 
 ## Training
 | param | value |
 | --- | --- |
 {hparams}
 
-Pretraining: final train loss {pretraining.get('final_train_loss', float('nan')):.5f}, validation loss
-{pretraining.get('final_val_loss', float('nan')):.5f}, {pretraining.get('epochs', '?')} epochs in {pretraining.get('seconds', '?')} s.
-Head selection (validation split only): validation accuracy {_pct(training.get('val_accuracy'))}.
+Pretraining: final train loss {pretraining.get("final_train_loss", float("nan")):.5f}, validation loss
+{pretraining.get("final_val_loss", float("nan")):.5f}, {pretraining.get("epochs", "?")} epochs in {pretraining.get("seconds", "?")} s.
+Head selection (validation split only): validation accuracy {_pct(training.get("val_accuracy"))}.
 
 ## Metrics (test split, touched only by `evaluate`)
-- accuracy {_pct(evaluation['test_accuracy'])}, macro-F1 {_pct(evaluation['test_macro_f1'])}
-- reconstruction MSE (pixels in [0, 1]) {evaluation['test_recon_mse']:.5f}
+- accuracy {_pct(evaluation["test_accuracy"])}, macro-F1 {_pct(evaluation["test_macro_f1"])}
+- reconstruction MSE (pixels in [0, 1]) {evaluation["test_recon_mse"]:.5f}
 
 | class | accuracy |
 | --- | --- |
@@ -110,5 +116,5 @@ test metric.
 ## Limitations
 - Trained and evaluated on one dataset; accuracy on other image distributions is unknown.
 - Inputs are resized by `aepipe predict` but not otherwise normalised beyond the training statistics.
-- Per-class accuracy comes from {evaluation.get('n_test', '?')} test images; small classes have wide error bars.
+- Per-class accuracy comes from {evaluation.get("n_test", "?")} test images; small classes have wide error bars.
 """

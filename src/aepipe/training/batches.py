@@ -105,7 +105,10 @@ class DeviceBatches:
 
     def ordered(self, batch_size: int) -> Iterator[Batch]:
         for start in range(0, len(self.x), batch_size):
-            yield self.x[start : start + batch_size], self.y[start : start + batch_size] if self.y is not None else None
+            yield (
+                self.x[start : start + batch_size],
+                self.y[start : start + batch_size] if self.y is not None else None,
+            )
 
     def take(self, index: np.ndarray) -> Batch:
         return _rows(self.x, self.y, torch.from_numpy(index).to(self.x.device))
@@ -135,7 +138,9 @@ class StreamBatches:
         self.block_rows = rows_per_block(rows.row_bytes, min(BLOCK_BYTES, max(buffer_bytes // 4, 1)))
         self.blocks_per_buffer = max(1, buffer_bytes // (self.block_rows * rows.row_bytes))
         self.buffer_rows = min(self.block_rows * self.blocks_per_buffer, len(rows))
-        self.slots: dict[tuple[int, int], _Slot] = {}  # made on first use: an evaluation-only source holds one small slot
+        self.slots: dict[
+            tuple[int, int], _Slot
+        ] = {}  # made on first use: an evaluation-only source holds one small slot
         self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aepipe-read")
 
     def __len__(self) -> int:
@@ -144,13 +149,21 @@ class StreamBatches:
     def _slot(self, index: int, rows: int, front: int = 0) -> _Slot:
         slot = self.slots.get((index, front))
         if slot is None or slot.x.shape[0] - front < rows:
-            slot = self.slots[(index, front)] = _Slot(rows, self.rows.row_shape, self.device.type == "cuda", front)
+            slot = self.slots[(index, front)] = _Slot(
+                rows, self.rows.row_shape, self.device.type == "cuda", front
+            )
         return slot
 
-    def _fill(self, slot: _Slot, start: int, stop: int | None = None, blocks: list[int] | None = None) -> tuple[_Slot, int]:
+    def _fill(
+        self, slot: _Slot, start: int, stop: int | None = None, blocks: list[int] | None = None
+    ) -> tuple[_Slot, int]:
         """Read rows ``[start, stop)`` or whole ``blocks`` into the slot after its front rows."""
         slot.wait()
-        spans = [(b * self.block_rows, min((b + 1) * self.block_rows, len(self.rows))) for b in blocks] if blocks else [(start, stop)]
+        spans = (
+            [(b * self.block_rows, min((b + 1) * self.block_rows, len(self.rows))) for b in blocks]
+            if blocks
+            else [(start, stop)]
+        )
         pos = slot.front
         for lo, hi in spans:
             self.rows.read(lo, hi, slot.x.numpy()[pos : pos + hi - lo])
@@ -236,7 +249,9 @@ def resident(rows: Rows, device: torch.device) -> torch.Tensor:
     return out
 
 
-def make_source(x: np.ndarray | Rows, y: np.ndarray | None, mode: str, device: torch.device, buffer_bytes: int) -> Source:
+def make_source(
+    x: np.ndarray | Rows, y: np.ndarray | None, mode: str, device: torch.device, buffer_bytes: int
+) -> Source:
     rows = as_rows(x)
     if mode == "memory":
         return DeviceBatches(resident(rows, device), to_device(y, device) if y is not None else None)

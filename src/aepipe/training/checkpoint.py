@@ -36,7 +36,10 @@ FILE = "last.pt"
 def checkpoint_dir(stage: str, *key_parts: Any) -> Path:
     """``<root>/<stage>-<16 hex digits of the key>``; the root from ``AEPIPE_CHECKPOINT_DIR``."""
     text = json.dumps(key_parts, sort_keys=True, default=str)
-    return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT) / f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    return (
+        Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+        / f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    )
 
 
 def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -45,8 +48,18 @@ def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
     version, state, gauss_next = random.getstate()
     out: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": {"version": version, "state": torch.tensor(state, dtype=torch.int64), "gauss_next": gauss_next},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {
+            "version": version,
+            "state": torch.tensor(state, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
     }
     if generator is not None:
         out["batch_order"] = generator.get_state()
@@ -58,7 +71,9 @@ def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
 def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
     if generator is not None and "batch_order" in state:
@@ -82,7 +97,9 @@ class Checkpointer:
         try:
             return torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for corrupt files
-            raise ModelError(f"{self.path}: checkpoint cannot be loaded ({exc.__class__.__name__}: {exc}); delete it to start afresh") from None
+            raise ModelError(
+                f"{self.path}: checkpoint cannot be loaded ({exc.__class__.__name__}: {exc}); delete it to start afresh"
+            ) from None
 
     @contextlib.contextmanager
     def applying(self) -> Iterator[None]:

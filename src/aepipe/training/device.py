@@ -24,7 +24,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("params.yaml: device is 'cuda' but no CUDA device is available; set device: auto or cpu")
+        raise ConfigError(
+            "params.yaml: device is 'cuda' but no CUDA device is available; set device: auto or cpu"
+        )
     return torch.device(name)
 
 
@@ -56,7 +58,10 @@ def available_memory(device: torch.device) -> int:
     free = _meminfo_available()
     cgroup = Path("/sys/fs/cgroup")
     try:
-        limit, used = (cgroup / "memory.max").read_text().strip(), int((cgroup / "memory.current").read_text())
+        limit, used = (
+            (cgroup / "memory.max").read_text().strip(),
+            int((cgroup / "memory.current").read_text()),
+        )
         if limit != "max":
             free = min(free, int(limit) - used)
     except (OSError, ValueError):

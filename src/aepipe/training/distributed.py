@@ -39,9 +39,15 @@ class DistEnv:
     def from_env(cls) -> "DistEnv":
         """The torchrun environment of this process (a single process when it is absent)."""
         try:
-            return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+            return cls(
+                int(os.environ.get("RANK", 0)),
+                int(os.environ.get("WORLD_SIZE", 1)),
+                int(os.environ.get("LOCAL_RANK", 0)),
+            )
         except ValueError:
-            raise ConfigError("RANK / WORLD_SIZE / LOCAL_RANK must be integers (they are set by torchrun)") from None
+            raise ConfigError(
+                "RANK / WORLD_SIZE / LOCAL_RANK must be integers (they are set by torchrun)"
+            ) from None
 
     @property
     def enabled(self) -> bool:
@@ -72,7 +78,9 @@ class DistEnv:
             return model
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     def shard(self, t: torch.Tensor | None) -> torch.Tensor | None:
         """This rank's slice of a global batch (slices differ by at most one row)."""

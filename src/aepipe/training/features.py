@@ -55,22 +55,50 @@ def _prepare(model: AutoEncoder, device: torch.device) -> bool:
     return channels_last
 
 
-def extract_features(model: AutoEncoder, x: np.ndarray | NpyRows, device: torch.device, batch_size: int = 1024, desc: str = "extract") -> np.ndarray:
+def extract_features(
+    model: AutoEncoder,
+    x: np.ndarray | NpyRows,
+    device: torch.device,
+    batch_size: int = 1024,
+    desc: str = "extract",
+) -> np.ndarray:
     """Encoder features in eval mode (norm layers frozen, VAE mean not a sample), in memory."""
     channels_last = _prepare(model, device)
     total = len(x)
-    out = [_encode(model, xb, device, channels_last) for xb in tqdm(_batches(x, batch_size), total=-(-total // batch_size), desc=desc, unit="batch", disable=not progress_enabled())]
+    out = [
+        _encode(model, xb, device, channels_last)
+        for xb in tqdm(
+            _batches(x, batch_size),
+            total=-(-total // batch_size),
+            desc=desc,
+            unit="batch",
+            disable=not progress_enabled(),
+        )
+    ]
     if not out:
         raise ValueError("extract_features got no images")
     return np.concatenate(out)
 
 
-def extract_to_npy(model: AutoEncoder, x: np.ndarray | NpyRows, device: torch.device, path: str | os.PathLike[str], batch_size: int = 1024, desc: str = "extract") -> tuple[int, int]:
+def extract_to_npy(
+    model: AutoEncoder,
+    x: np.ndarray | NpyRows,
+    device: torch.device,
+    path: str | os.PathLike[str],
+    batch_size: int = 1024,
+    desc: str = "extract",
+) -> tuple[int, int]:
     """Features of every row of ``x`` written to ``path`` (float32 .npy) batch by batch; returns its shape."""
     channels_last = _prepare(model, device)
     writer = None
     try:
-        for xb in tqdm(_batches(x, batch_size), total=-(-len(x) // batch_size), desc=desc, unit="batch", disable=not progress_enabled()):
+        for xb in tqdm(
+            _batches(x, batch_size),
+            total=-(-len(x) // batch_size),
+            desc=desc,
+            unit="batch",
+            disable=not progress_enabled(),
+        ):
             feats = _encode(model, xb, device, channels_last)
             if writer is None:
                 writer = NpyWriter(path, (len(x), feats.shape[1]), np.float32)

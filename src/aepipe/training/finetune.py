@@ -43,7 +43,9 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 def fit_finetune(data: HeadData) -> FitResult:
     opts, device = data.cfg.finetune, data.device
     if data.data_dir is None or data.model_dir is None or data.picked is None:
-        raise ValueError("the finetune head needs data_dir, model_dir and picked (the train stage passes them)")
+        raise ValueError(
+            "the finetune head needs data_dir, model_dir and picked (the train stage passes them)"
+        )
     generator = torch.Generator().manual_seed(data.seed)
     ds = load_prepared(data.data_dir, mmap=True)
     xt = as_tensor(ds.split("train")[0][data.picked], device)
@@ -55,7 +57,10 @@ def fit_finetune(data: HeadData) -> FitResult:
     head.set_stats(data.f_train)
     pair = EncoderClassifier(autoencoder, head.to(device))
     opt = torch.optim.AdamW(
-        [{"params": autoencoder.parameters(), "lr": opts.lr * opts.encoder_lr_ratio}, {"params": head.parameters(), "lr": opts.lr}],
+        [
+            {"params": autoencoder.parameters(), "lr": opts.lr * opts.encoder_lr_ratio},
+            {"params": head.parameters(), "lr": opts.lr},
+        ],
         weight_decay=opts.weight_decay,
     )
     base_lrs = [group["lr"] for group in opt.param_groups]
@@ -84,11 +89,29 @@ def fit_finetune(data: HeadData) -> FitResult:
 
     def evaluate(epoch: int) -> dict[str, float]:
         pair.eval()
-        row = {"step": epoch, "train_accuracy": accuracy(logits, xt[sample], yt[sample]), "val_accuracy": accuracy(logits, xv, yv)}
+        row = {
+            "step": epoch,
+            "train_accuracy": accuracy(logits, xt[sample], yt[sample]),
+            "val_accuracy": accuracy(logits, xv, yv),
+        }
         return row | {"encoder_trained": int(epoch > opts.head_epochs)}
 
     stopper, curve = fit_epochs(
-        pair, opt, generator, opts.max_epochs, opts.patience, data.checkpoint, train_epoch, evaluate, "fine-tuning", "lower classifier.finetune.lr"
+        pair,
+        opt,
+        generator,
+        opts.max_epochs,
+        opts.patience,
+        data.checkpoint,
+        train_epoch,
+        evaluate,
+        "fine-tuning",
+        "lower classifier.finetune.lr",
     )
-    info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve), "encoder_lr": base_lrs[0], "augment": opts.augment}
+    info = {
+        "best_epoch": stopper.best_epoch,
+        "epochs_run": len(curve),
+        "encoder_lr": base_lrs[0],
+        "augment": opts.augment,
+    }
     return FitResult(head.eval(), stopper.best, curve, info=info, autoencoder=autoencoder.eval())

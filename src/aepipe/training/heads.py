@@ -59,7 +59,10 @@ def fit_mlp(data: HeadData) -> FitResult:
     module = MLPClassifier(data.f_train.shape[1], data.n_classes, hidden=opts.hidden, dropout=opts.dropout)
     module.set_stats(data.f_train)
     module.to(device)
-    ft, fv = (torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device) for f in (data.f_train, data.f_val))
+    ft, fv = (
+        torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(device)
+        for f in (data.f_train, data.f_val)
+    )
     yt, yv = (torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device) for y in (data.y_train, data.y_val))
     opt = torch.optim.AdamW(module.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     sample = torch.randperm(len(ft), generator=generator)[:TRAIN_ACCURACY_SAMPLE].to(device)
@@ -74,8 +77,29 @@ def fit_mlp(data: HeadData) -> FitResult:
 
     def evaluate(epoch: int) -> dict[str, float]:
         module.eval()
-        return {"step": epoch, "train_accuracy": accuracy(module, ft[sample], yt[sample]), "val_accuracy": accuracy(module, fv, yv)}
+        return {
+            "step": epoch,
+            "train_accuracy": accuracy(module, ft[sample], yt[sample]),
+            "val_accuracy": accuracy(module, fv, yv),
+        }
 
-    stopper, curve = fit_epochs(module, opt, generator, opts.max_epochs, opts.patience, data.checkpoint, train_epoch, evaluate, "mlp head training", "lower classifier.mlp.lr")
+    stopper, curve = fit_epochs(
+        module,
+        opt,
+        generator,
+        opts.max_epochs,
+        opts.patience,
+        data.checkpoint,
+        train_epoch,
+        evaluate,
+        "mlp head training",
+        "lower classifier.mlp.lr",
+    )
     info = {"best_epoch": stopper.best_epoch, "epochs_run": len(curve)}
-    return FitResult(module.eval(), stopper.best, curve, info=info, options={"hidden": list(opts.hidden), "dropout": opts.dropout})
+    return FitResult(
+        module.eval(),
+        stopper.best,
+        curve,
+        info=info,
+        options={"hidden": list(opts.hidden), "dropout": opts.dropout},
+    )

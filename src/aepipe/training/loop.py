@@ -16,10 +16,14 @@ from torch import nn
 from aepipe.errors import ModelError
 from aepipe.training.checkpoint import Checkpointer, capture_rng, cpu_state, restore_rng
 
-TRAIN_ACCURACY_SAMPLE = 5000  # the per-epoch training accuracy (a curve, not a selection criterion) uses this many
+TRAIN_ACCURACY_SAMPLE = (
+    5000  # the per-epoch training accuracy (a curve, not a selection criterion) uses this many
+)
 
 
-def epoch_batches(n: int, batch_size: int, min_steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def epoch_batches(
+    n: int, batch_size: int, min_steps: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
     """Index batches for one epoch: a seeded permutation, repeated until there are at least
     ``min_steps`` batches, so 10 labels per class still give the optimiser real work per epoch."""
     steps = max(math.ceil(n / batch_size), min_steps)
@@ -53,7 +57,12 @@ class EarlyStopping:
 
 
 @torch.inference_mode()
-def accuracy(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+def accuracy(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1024,
+) -> float:
     """Share of ``x`` whose argmax logit is ``y``; ``x`` is batched through ``logits_fn``."""
     if len(x) == 0:
         return float("nan")
@@ -67,8 +76,21 @@ def accuracy(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
 class EpochCheckpoint:
     """The checkpoint of a head's epoch loop: ``resume`` before the loop, ``save`` after each epoch."""
 
-    def __init__(self, checkpoint: Checkpointer | None, module: nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator, stopper: EarlyStopping) -> None:
-        self.checkpoint, self.module, self.opt, self.generator, self.stopper = checkpoint, module, opt, generator, stopper
+    def __init__(
+        self,
+        checkpoint: Checkpointer | None,
+        module: nn.Module,
+        opt: torch.optim.Optimizer,
+        generator: torch.Generator,
+        stopper: EarlyStopping,
+    ) -> None:
+        self.checkpoint, self.module, self.opt, self.generator, self.stopper = (
+            checkpoint,
+            module,
+            opt,
+            generator,
+            stopper,
+        )
 
     def resume(self) -> tuple[int, list[dict[str, Any]], bool]:
         """(epochs done, curve so far, whether early stopping had already ended the run)."""
@@ -79,24 +101,43 @@ class EpochCheckpoint:
             self.module.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
             restore_rng(state["rng"], self.generator)
-            self.stopper.best, self.stopper.best_epoch, self.stopper.state = state["best"], state["best_epoch"], state["best_state"]
+            self.stopper.best, self.stopper.best_epoch, self.stopper.state = (
+                state["best"],
+                state["best_epoch"],
+                state["best_state"],
+            )
             self.checkpoint.resumed_from = state["epoch"]
             return state["epoch"], state["curve"], state["stopped"]
 
     def save(self, epoch: int, curve: list[dict[str, Any]], stopped: bool) -> None:
         if self.checkpoint is None:
             return
-        self.checkpoint.save({
-            "epoch": epoch, "model": cpu_state(self.module), "optimizer": self.opt.state_dict(), "rng": capture_rng(self.generator),
-            "best": self.stopper.best, "best_epoch": self.stopper.best_epoch, "best_state": self.stopper.state, "curve": curve, "stopped": stopped,
-        })
+        self.checkpoint.save(
+            {
+                "epoch": epoch,
+                "model": cpu_state(self.module),
+                "optimizer": self.opt.state_dict(),
+                "rng": capture_rng(self.generator),
+                "best": self.stopper.best,
+                "best_epoch": self.stopper.best_epoch,
+                "best_state": self.stopper.state,
+                "curve": curve,
+                "stopped": stopped,
+            }
+        )
 
 
-def check_finite(total: torch.Tensor, what: str, where: str, checkpoint: Checkpointer | None, fix: str) -> None:
+def check_finite(
+    total: torch.Tensor, what: str, where: str, checkpoint: Checkpointer | None, fix: str
+) -> None:
     """Raise a ModelError naming ``where`` when a summed loss is NaN/inf (one host read)."""
     value = float(total)
     if not math.isfinite(value):
-        kept = f"; the last good checkpoint is kept in {checkpoint.directory}" if checkpoint is not None and checkpoint.path.is_file() else ""
+        kept = (
+            f"; the last good checkpoint is kept in {checkpoint.directory}"
+            if checkpoint is not None and checkpoint.path.is_file()
+            else ""
+        )
         raise ModelError(f"{what} diverged: the training loss became {value} in {where}{kept}; {fix}")
 
 

@@ -51,7 +51,11 @@ def to_float(xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate_loss(
-    model: AutoEncoder, x_u8: torch.Tensor | Source, batch_size: int, labels: torch.Tensor | None = None, channels_last: bool = False
+    model: AutoEncoder,
+    x_u8: torch.Tensor | Source,
+    batch_size: int,
+    labels: torch.Tensor | None = None,
+    channels_last: bool = False,
 ) -> tuple[float, dict[str, float]]:
     """Mean loss (and its parts) in eval mode over a uint8 tensor or a batch source."""
     model.eval()
@@ -84,7 +88,9 @@ def label_array(model: AutoEncoder, labels: np.ndarray | None) -> np.ndarray | N
     if not model.uses_labels:
         return None
     if labels is None:
-        raise ModelError(f"model.name {model.spec.name!r} trains with labels, but none were passed to pretraining")
+        raise ModelError(
+            f"model.name {model.spec.name!r} trains with labels, but none were passed to pretraining"
+        )
     return np.asarray(labels, dtype=np.int64)
 
 
@@ -115,7 +121,9 @@ def pretrain(
     train = make_source(x_train, yt, mode, device, cfg.stream_buffer_mb << 20)
     val = make_source(x_val, yv, mode, device, cfg.stream_buffer_mb << 20)
     labelled = _labelled(model, yt)
-    extra_x, extra_y = train.take(labelled) if labelled is not None and model.labelled_per_batch else (None, None)
+    extra_x, extra_y = (
+        train.take(labelled) if labelled is not None and model.labelled_per_batch else (None, None)
+    )
 
     net = dist.wrap(model, device)
     forward = torch.compile(net) if cfg.compile else net
@@ -123,25 +131,46 @@ def pretrain(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     history = _resume(checkpoint, dist, model, opt, sched, generator, on_epoch)
     steps, bs = math.ceil(len(train) / cfg.batch_size), cfg.batch_size
-    bar = tqdm(range(len(history), cfg.epochs), desc="pretrain", unit="epoch", disable=not progress_enabled() or not dist.is_main)
+    bar = tqdm(
+        range(len(history), cfg.epochs),
+        desc="pretrain",
+        unit="epoch",
+        disable=not progress_enabled() or not dist.is_main,
+    )
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
         total, seen, window = torch.zeros((), device=device), 0, 0
         for step, (xb_u8, yb) in enumerate(train.epoch(bs, generator)):
             if extra_x is not None:
-                extra = torch.randint(len(extra_x), (model.labelled_per_batch,), generator=generator).to(device, non_blocking=True)
+                extra = torch.randint(len(extra_x), (model.labelled_per_batch,), generator=generator).to(
+                    device, non_blocking=True
+                )
                 xb_u8 = torch.cat([xb_u8, torch.index_select(extra_x, 0, extra)])
                 yb = torch.cat([yb, torch.index_select(extra_y, 0, extra)]) if yb is not None else None
-            if not dist.enabled or len(xb_u8) >= 2 * dist.world:  # a last batch too small to split over the ranks is skipped
+            if (
+                not dist.enabled or len(xb_u8) >= 2 * dist.world
+            ):  # a last batch too small to split over the ranks is skipped
                 seen += _step(model, forward, opt, cfg.grad_clip, dist, xb_u8, yb, total, channels_last)
             if (step + 1) % cfg.sync_every == 0 or step + 1 == steps:
                 where = f"epoch {epoch + 1}, steps {window + 1}-{step + 1} of {steps}"
-                check_finite(dist.all_sum(total), "pretraining", where, checkpoint, "lower pretrain.lr or set pretrain.grad_clip")
+                check_finite(
+                    dist.all_sum(total),
+                    "pretraining",
+                    where,
+                    checkpoint,
+                    "lower pretrain.lr or set pretrain.grad_clip",
+                )
                 window = step + 1
         sched.step()
-        train_loss = float(dist.all_sum(total)) / float(dist.all_sum(torch.tensor(float(seen), dtype=torch.float64, device=device)))
-        val_loss, parts = evaluate_loss(model, val, max(bs, 256), channels_last=channels_last) if dist.is_main else (float("nan"), {})
+        train_loss = float(dist.all_sum(total)) / float(
+            dist.all_sum(torch.tensor(float(seen), dtype=torch.float64, device=device))
+        )
+        val_loss, parts = (
+            evaluate_loss(model, val, max(bs, 256), channels_last=channels_last)
+            if dist.is_main
+            else (float("nan"), {})
+        )
         log = EpochLog(epoch + 1, train_loss, val_loss, time.perf_counter() - t0, parts)
         history.append(log)
         if checkpoint is not None and dist.is_main:
@@ -155,8 +184,15 @@ def pretrain(
 
 
 def _step(
-    model: AutoEncoder, forward: Callable[..., Any], opt: torch.optim.Optimizer, grad_clip: float | None, dist: DistEnv,
-    xb_u8: torch.Tensor, yb: torch.Tensor | None, total: torch.Tensor, channels_last: bool,
+    model: AutoEncoder,
+    forward: Callable[..., Any],
+    opt: torch.optim.Optimizer,
+    grad_clip: float | None,
+    dist: DistEnv,
+    xb_u8: torch.Tensor,
+    yb: torch.Tensor | None,
+    total: torch.Tensor,
+    channels_last: bool,
 ) -> int:
     """One optimiser step on this rank's slice of a global batch; adds loss x rows to ``total``
     (on the device, no sync) and returns the rows."""
@@ -191,7 +227,13 @@ def _labelled(model: AutoEncoder, yt: np.ndarray | None) -> np.ndarray | None:
     return labelled
 
 
-def _state(model: AutoEncoder, opt: torch.optim.Optimizer, sched: Any, generator: torch.Generator, history: list[EpochLog]) -> dict[str, Any]:
+def _state(
+    model: AutoEncoder,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    generator: torch.Generator,
+    history: list[EpochLog],
+) -> dict[str, Any]:
     return {
         "epoch": len(history),
         "model": cpu_state(model),
@@ -203,8 +245,13 @@ def _state(model: AutoEncoder, opt: torch.optim.Optimizer, sched: Any, generator
 
 
 def _resume(
-    checkpoint: Checkpointer | None, dist: DistEnv, model: AutoEncoder, opt: torch.optim.Optimizer, sched: Any,
-    generator: torch.Generator, on_epoch: Callable[[EpochLog], None] | None,
+    checkpoint: Checkpointer | None,
+    dist: DistEnv,
+    model: AutoEncoder,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    generator: torch.Generator,
+    on_epoch: Callable[[EpochLog], None] | None,
 ) -> list[EpochLog]:
     """Load the last checkpoint into everything that trains; the epochs it holds are replayed to
     ``on_epoch`` so the new run's curve is complete. Every rank must see the same checkpoint."""
