@@ -40,6 +40,10 @@ class DataConfig(Section):
     channels: Literal[1, 3] | None = Field(
         None, description="force grayscale (1) or RGB (3) for folder images"
     )
+    alpha: Literal["white", "black", "refuse"] = Field(
+        "white",
+        description="folder images with transparency: composited over a white or black background, or refused",
+    )
     cache_dir: str = Field("data/raw", description="where torchvision downloads go")
 
     @field_validator("source")
