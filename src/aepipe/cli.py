@@ -68,7 +68,10 @@ def cmd_stage(args: argparse.Namespace, params: Any) -> dict[str, Any]:
             paths["select"] = args.select
         result = run_stage(args.command, params, **paths)
     except AepipeError as exc:  # end the message with the truth about every output
-        exc.args = (f"{exc} {outputs.describe(args.command, before)}".rstrip(),)
+        text = str(exc).rstrip()
+        exc.args = (
+            f"{text}{'' if text.endswith('.') else '.'} {outputs.describe(args.command, before)}".rstrip(),
+        )
         raise
     result.pop("history", None)
     return result

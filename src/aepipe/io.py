@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,12 +142,17 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
-    """CSV with a header from the first row's keys (the form `dvc plots` reads)."""
+def write_csv(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
+    """CSV with a header from the first row's keys (the form `dvc plots` reads); rows may be a
+    generator, written as they come."""
     import csv
 
+    rows = iter(rows)
+    first = next(rows, None)
     with atomic_path(path, ".csv") as tmp:
         with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
+            writer = csv.DictWriter(fh, fieldnames=list(first) if first else [])
             writer.writeheader()
-            writer.writerows(rows)
+            if first is not None:
+                writer.writerow(first)
+                writer.writerows(rows)
