@@ -88,3 +88,17 @@ def test_every_output_persists_so_a_failed_run_keeps_the_previous_one() -> None:
             for out in spec.get(kind, []):
                 path, options = (out, {}) if isinstance(out, str) else next(iter(out.items()))
                 assert options.get("persist") is True, f"dvc.yaml: {stage} {kind} {path} lacks persist: true"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_outputs_a_failure_message_reports_are_the_dvc_outputs(stage: str) -> None:
+    from aepipe.cli import STAGE_ARGS, build_parser
+    from aepipe.stages.outputs import stage_outputs
+
+    args = build_parser().parse_args([stage])  # the CLI's defaults are dvc.yaml's paths
+    paths = {dest: getattr(args, opt) for opt, dest in STAGE_ARGS[stage].items()}
+    declared = set()
+    for kind in ("outs", "metrics", "plots"):
+        for out in DVC[stage].get(kind, []):
+            declared.add(out if isinstance(out, str) else next(iter(out)))
+    assert {str(p) for p in stage_outputs(stage, paths)} == declared
