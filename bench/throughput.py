@@ -1,7 +1,7 @@
 """Throughput benchmark: the project's pretraining loop against a seed-style loop and the compute floor.
 
-For the default conv autoencoder (params.yaml's model section) on the training images of --data,
-one run measures, all at batch size 256:
+For params.yaml's autoencoder (its model section: vae_joint by default) on the training images
+of --data (default: the embedded digits), one run measures, all at batch size 256:
 
   (a) seed_ips    a seed-style loop: torch DataLoader over a per-sample numpy Dataset with
                   ToTensor, num_workers=0, shuffle, then forward/backward/step;
@@ -16,6 +16,11 @@ one run measures, all at batch size 256:
   channels_last and torch.compile change in (b) on this device. With CUDA present the same figures
   follow for CUDA, plus the seconds of one 60k-image epoch.
 
+A variant that learns from labels (vae_joint) gets the labels of the classifier.labels_per_class
+subset (-1 elsewhere) in all three loops, as the pretrain stage gives them; its
+``labelled_per_batch`` extra images per step are set to 0 here so that (a), (b) and (c) compute
+the very same steps (the stage adds them; they cost (batch + labelled_per_batch) / batch more).
+
 Loops run interleaved (in a rotating order), --repeats times each. Figures are medians over the
 repeats (the best is printed beside them); each ratio is the median of the ratios measured within
 the same repeat, so load from other processes that drifts between repeats cancels out. On a quiet
@@ -26,6 +31,7 @@ machine the two readings agree. The last line is
 with data_ratio = project_data_ips / seed_data_ips and floor_ratio = project_ips / floor_ips.
 
     PYTHONPATH=src:. python bench/throughput.py --data ../shared/data/mnist.npz
+    PYTHONPATH=src:. python bench/throughput.py --smoke     # CI: digits, 1000 images, 1 repeat, seconds
 """
 
 from __future__ import annotations
@@ -50,7 +56,9 @@ BATCH = 256
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--data", required=True, help="npz with x_train (+ y_train ...) in the Keras layout, or x + y"
+        "--data",
+        default="digits",
+        help="npz with x_train + y_train (Keras layout) or x + y; default: the embedded digits",
     )
     p.add_argument(
         "--params", default=str(REPO / "params.yaml"), help="params file whose model section is benchmarked"
@@ -62,15 +70,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
     p.add_argument("--devices", default="auto", help="cpu, cuda, or auto (= cpu, plus cuda when present)")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--smoke", action="store_true", help="CI check: --limit 1000 --repeats 1 --no-compile --threads 1"
+    )
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.limit, args.repeats, args.no_compile = args.limit or 1000, 1, True
+        args.threads = args.threads or 1
+    return args
 
 
-def load_images(path: str, limit: int | None) -> np.ndarray:
+def load_images(path: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Training images and labels (0..K-1) of an npz, or of the embedded digits."""
     from aepipe.config import DataConfig
-    from aepipe.data.sources import load_npz_source
+    from aepipe.data.sources import load_source
 
-    x = load_npz_source(path, DataConfig(source=f"npz:{path}")).x
-    return np.ascontiguousarray(x[:limit])
+    raw = load_source(DataConfig(source="digits" if path == "digits" else f"npz:{path}"))
+    return np.ascontiguousarray(raw.x[:limit]), np.ascontiguousarray(raw.y[:limit])
 
 
 def sync(device: torch.device) -> None:
@@ -88,8 +104,13 @@ def timed(fn: Callable[[], int], device: torch.device) -> float:
 
 
 class Bench:
-    def __init__(self, x: np.ndarray, params: Any, device: torch.device, workdir: Path) -> None:
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, params: Any, device: torch.device, workdir: Path
+    ) -> None:
+        import dataclasses
+
         from aepipe.data.blockio import NpyRows
+        from aepipe.data.splits import labelled_subset
         from aepipe.stages.pretrain import spec_from_params
 
         self.device, self.params = device, params
@@ -97,7 +118,17 @@ class Bench:
         self.x_train, self.x_val = x[n_val:], x[:n_val]
         mean = [float(x[:, c].mean() / 255.0) for c in range(x.shape[1])]
         std = [float(x[:, c].std() / 255.0) for c in range(x.shape[1])]
-        self.spec = spec_from_params(params, tuple(x.shape[1:]), mean, std)
+        spec = spec_from_params(params, tuple(x.shape[1:]), mean, std, n_classes=int(y.max()) + 1)
+        if "labelled_per_batch" in spec.options:  # the same steps in (a), (b) and (c): see the docstring
+            spec = dataclasses.replace(spec, options={**spec.options, "labelled_per_batch": 0})
+        self.spec = spec
+        self.uses_labels = self.model().uses_labels
+        y_train = y[n_val:]
+        known = labelled_subset(y_train, params.classifier.labels_per_class, params.seed)
+        self.y_train = np.full(len(y_train), -1, dtype=np.int64)
+        self.y_train[known] = y_train[known]
+        self.y_val = y[:n_val].astype(np.int64)
+        self.y_train_t = torch.from_numpy(self.y_train).to(device)
         np.save(workdir / "x.npy", x)
         self.rows = NpyRows(workdir / "x.npy")
         self.workdir = workdir
@@ -119,28 +150,28 @@ class Bench:
         from torchvision.transforms import ToTensor
 
         class NumpyImages(torch.utils.data.Dataset):
-            def __init__(self, x: np.ndarray) -> None:
-                self.x, self.to_tensor = x, ToTensor()
+            def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+                self.x, self.y, self.to_tensor = x, y, ToTensor()
 
             def __len__(self) -> int:
                 return len(self.x)
 
-            def __getitem__(self, i: int) -> torch.Tensor:
-                return self.to_tensor(
-                    self.x[i].transpose(1, 2, 0)
-                )  # H x W x C uint8 -> C x H x W float in [0, 1]
+            def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+                # H x W x C uint8 -> C x H x W float in [0, 1]
+                return self.to_tensor(self.x[i].transpose(1, 2, 0)), int(self.y[i])
 
         return torch.utils.data.DataLoader(
-            NumpyImages(self.x_train), batch_size=BATCH, shuffle=True, num_workers=0
+            NumpyImages(self.x_train, self.y_train), batch_size=BATCH, shuffle=True, num_workers=0
         )
 
     def seed_loop(self) -> int:
         model, loader = self.model(), self.seed_loader()
         opt = torch.optim.Adam(model.parameters(), lr=self.params.pretrain.lr)
         model.train()
-        for xb in loader:
+        for xb, yb in loader:
             xb = xb.to(self.device)
-            loss, _ = model.loss(xb, model(xb))
+            labels = yb.to(self.device) if self.uses_labels else None
+            loss, _ = model.loss(xb, model(xb), labels)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -148,7 +179,7 @@ class Bench:
 
     def seed_data(self) -> int:
         n = 0
-        for xb in self.seed_loader():
+        for xb, _ in self.seed_loader():
             n += len(xb.to(self.device))
         return n
 
@@ -166,6 +197,9 @@ class Bench:
             self.cfg(**cfg),
             torch.Generator().manual_seed(0),
             self.device,
+            None,
+            self.y_train,
+            self.y_val,
             checkpoint=ckpt,
         )
         return len(self.x_train)
@@ -213,9 +247,10 @@ class Bench:
         model = self.model(wants_channels_last("auto", self.device))
         opt = torch.optim.Adam(model.parameters(), lr=self.params.pretrain.lr)
         model.train()
-        for xb in batches:
+        for i, xb in enumerate(batches):
+            labels = self.y_train_t[i * BATCH : (i + 1) * BATCH] if self.uses_labels else None
             with autocast(self.device):
-                loss, _ = model.loss(xb, model(xb))
+                loss, _ = model.loss(xb, model(xb), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -246,6 +281,9 @@ class Bench:
                 self.cfg(epochs=epochs, compile=compiled),
                 torch.Generator().manual_seed(0),
                 self.device,
+                None,
+                self.y_train,
+                self.y_val,
             )
             rates.append(statistics.median(len(self.x_train) / h.seconds for h in history[1:]))
         return rates[0], rates[1]
@@ -337,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     from aepipe.config import load_params
 
     params = load_params(args.params)
-    x = load_images(args.data, args.limit)
+    x, y = load_images(args.data, args.limit)
     devices = [torch.device("cpu")] if args.devices in ("auto", "cpu") else []
     if args.devices == "cuda" or (args.devices == "auto" and torch.cuda.is_available()):
         devices.append(torch.device("cuda"))
@@ -348,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="aepipe-throughput-") as tmp:
         for dev in devices:
-            results[dev.type] = measure(Bench(x, params, dev, Path(tmp)), args.repeats, not args.no_compile)
+            results[dev.type] = measure(
+                Bench(x, y, params, dev, Path(tmp)), args.repeats, not args.no_compile
+            )
             report(dev, results[dev.type], len(x) - len(x) // 10)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     r = results["cpu"] if "cpu" in results else results["cuda"]

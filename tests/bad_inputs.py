@@ -1,28 +1,44 @@
-"""The table of bad inputs: each case builds a bad params/data set-up in a directory; the CLI must
-refuse it with a message naming the file or key and the fix, and leave existing outputs intact.
+"""The table of bad inputs: each case builds a bad params/data set-up in a copy of a workspace
+where the whole pipeline has run (every stage's outputs, and a registered model in its MLflow
+store); the CLI must refuse it with one message naming the file or key and the fix, and leave
+every earlier output (files and registry) as it was.
 
 ``python -m tests.bad_inputs`` prints the table with the message each case gets.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
+import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+STAGE_ORDER = ("prepare", "pretrain", "extract", "train", "evaluate", "register")
+# The workspace every case starts from: the pipeline on digits with a tiny model.
+GOLDEN_PARAMS = (
+    "model:\n  name: conv\n  width: 4\n  depth: 1\npretrain:\n  epochs: 1\n"
+    "mlflow:\n  experiment: bad-inputs\n  model_name: bad-inputs\n"
+)
 
 
 @dataclass
 class Case:
     name: str
-    build: Callable[[Path], str]  # writes inputs under the dir, returns the params.yaml text
+    build: Callable[[Path], str]  # writes inputs under the workspace, returns the params.yaml text
     expect: list[str]  # fragments the error message must contain
     stage: str = "prepare"
     env: Callable[[Path], dict[str, str | None]] = field(default=lambda d: {})  # None = unset
+    args: list[str] = field(default_factory=list)  # CLI flags after the stage (default: dvc.yaml's paths)
+    skip: Callable[[], str | None] = field(default=lambda: None)  # a reason to skip it here
 
 
 def _folder(root: Path, classes: dict[str, list[tuple[str, Image.Image | bytes]]]) -> Path:
@@ -127,7 +143,7 @@ CASES = [
     Case(
         "labels out of range (negative)",
         lambda d: _npz_params(d, x=X, y=Y - 1),
-        ["data.npz", "label -1", "out of range", "0..K-1"],
+        ["data.npz", "label -1", "out of range", "0..K-1", "unlabelled"],
     ),
     Case(
         "labels out of range (class_names)",
@@ -185,8 +201,8 @@ CASES = [
     ),
     Case(
         "unreachable MLflow server",
-        lambda d: "",
-        ["127.0.0.1", "unreachable", "MLFLOW_TRACKING_URI", "Local outputs were left"],
+        lambda d: GOLDEN_PARAMS,
+        ["127.0.0.1", "unreachable", "MLFLOW_TRACKING_URI", "Outputs left as they were: data/prepared"],
         env=lambda d: {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}"},
     ),
     Case(
@@ -209,35 +225,431 @@ def _npz_pickled(d: Path) -> str:
     return f"data:\n  source: npz:{d / 'data.npz'}\n"
 
 
-def run_case(case: Case, d: Path, out: Path) -> tuple[int, str]:
-    """Run ``aepipe --params P <stage>`` in-process with the case's env; return (exit code, stderr)."""
-    import contextlib
-    import io
+# ---- issue 13: strict params, faithful images, labels, broken stage inputs ---------------------
+# Cases after prepare run in the workspace's own set-up (GOLDEN_PARAMS) with one input broken.
 
+
+def _golden(extra: str = "") -> Callable[[Path], str]:
+    return lambda d: GOLDEN_PARAMS + extra
+
+
+def _edit_json(path: str, change: Callable[[Any], Any], extra: str = "") -> Callable[[Path], str]:
+    def build(d: Path) -> str:
+        data = json.loads((d / path).read_text())
+        data = change(data) or data
+        (d / path).write_text(json.dumps(data))
+        return GOLDEN_PARAMS + extra
+
+    return build
+
+
+def _write(path: str, content: bytes | str, extra: str = "") -> Callable[[Path], str]:
+    def build(d: Path) -> str:
+        target = d / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return GOLDEN_PARAMS + extra
+
+    return build
+
+
+def _then(first: Callable[[Path], Any], extra: str = "") -> Callable[[Path], str]:
+    return lambda d: (first(d), GOLDEN_PARAMS + extra)[1]
+
+
+def _images(d: Path, a: list[tuple[str, Image.Image]], extra: str = "") -> str:
+    return _folder_params(d, {"a": a, "b": _gray(3, v=200)}, extra)
+
+
+def _rgba(ink: int) -> Image.Image:
+    rgba = np.full((8, 8, 4), ink, np.uint8)
+    rgba[..., 3] = 0
+    rgba[2:6, 3:5, 3] = 255
+    return Image.fromarray(rgba, "RGBA")
+
+
+def _link_loop(d: Path) -> str:
+    text = _folder_params(d, {"a": _gray(3), "b": _gray(3, v=9)})
+    os.symlink(d / "imgs" / "a" / "loop.png", d / "imgs" / "a" / "loop.png")
+    return text
+
+
+def _broken_link(d: Path) -> str:
+    text = _folder_params(d, {"a": _gray(3), "b": _gray(3, v=9)})
+    os.symlink(d / "gone.png", d / "imgs" / "b" / "x.png")
+    return text
+
+
+def _class_loop(d: Path) -> str:
+    text = _folder_params(d, {"a": _gray(3), "b": _gray(3, v=9)})
+    os.symlink(d / "imgs" / "c", d / "imgs" / "c")
+    return text
+
+
+def _npy_dir(d: Path, **arrays: np.ndarray) -> str:
+    (d / "npy").mkdir()
+    for name, arr in arrays.items():
+        np.save(d / "npy" / f"{name}.npy", arr)
+    return f"data:\n  source: npy:{d / 'npy'}\n"
+
+
+def _other_autoencoder(d: Path) -> None:
+    """A valid autoencoder of another width: its features do not fit the trained classifier."""
+    from aepipe.models import ModelSpec, build_autoencoder
+    from aepipe.models.io import save_autoencoder
+
+    spec = json.loads((d / "models/autoencoder/spec.json").read_text())
+    spec.pop("kind")
+    spec["width"] = 8
+    save_autoencoder(d / "other_ae", build_autoencoder(ModelSpec.from_json(spec)))
+
+
+def _no_cuda() -> str | None:
+    import torch
+
+    return "a CUDA device is present" if torch.cuda.is_available() else None
+
+
+RESTORE = "dvc checkout"
+CASES += [
+    # params.yaml
+    Case(
+        "duplicate key in a section",
+        lambda d: "pretrain:\n  epochs: 3\n  lr: 0.01\n  epochs: 300\n",
+        ["params.yaml", "line 4", "duplicate key pretrain.epochs", "first given on line 2"],
+    ),
+    Case(
+        "duplicate section",
+        lambda d: "pretrain:\n  epochs: 3\nmodel:\n  width: 8\npretrain:\n  lr: 0.1\n",
+        ["params.yaml", "line 5", "duplicate key pretrain", "first given on line 1"],
+    ),
+    Case("empty params file", lambda d: "", ["params.yaml", "the file is empty", "every default"]),
+    Case("params file of comments only", lambda d: "# defaults\n\n", ["params.yaml", "the file is empty"]),
+    Case(
+        "unknown top-level key",
+        lambda d: "seed: 0\nepochs: 5\n",
+        ["params.yaml", "line 2: epochs: unknown key", "pretrain"],
+    ),
+    Case(
+        "YAML syntax error",
+        lambda d: "data:\n  source: [digits\n",
+        ["params.yaml", "line 3, column 1", "not valid YAML"],
+    ),
+    Case("section given as a value", lambda d: "pretrain: 3\n", ["line 1: pretrain: must be a section"]),
+    Case(
+        "unknown option of a model variant",
+        lambda d: "model:\n  name: conv\n  conv:\n    dropout: 0.1\n",
+        ["params.yaml", "line 4", "model.conv.dropout", "unknown key"],
+    ),
+    Case("bad data.alpha value", lambda d: "data:\n  alpha: gray\n", ["line 2: data.alpha", "'white'"]),
+    Case(
+        "device cuda without a GPU",
+        _golden("device: cuda\n"),
+        ["device is 'cuda' but no CUDA device", "set device: auto or cpu"],
+        stage="pretrain",
+        skip=_no_cuda,
+    ),
+    # images and labels
+    Case(
+        "float image outside [0, 1]",
+        lambda d: _images(
+            d, [(f"{i}.tif", Image.fromarray(np.full((8, 8), 900.0, np.float32))) for i in range(3)]
+        ),
+        ["0.tif", "float image with values 900..900", "must hold values in [0, 1]"],
+    ),
+    Case(
+        "32-bit image beyond 16 bits",
+        lambda d: _images(
+            d, [(f"{i}.tif", Image.fromarray(np.full((8, 8), 70000, np.int32))) for i in range(3)]
+        ),
+        ["0.tif", "32-bit integer image with values 70000..70000", "8- or 16-bit"],
+    ),
+    Case(
+        "content only in the alpha channel, white ink",
+        lambda d: _images(d, [(f"{i}.png", _rgba(255)) for i in range(3)]),
+        ["0.png", "vanishes over a white background", "set data.alpha: black"],
+    ),
+    Case(
+        "transparency with data.alpha: refuse",
+        lambda d: _images(d, [(f"{i}.png", _rgba(0)) for i in range(3)], "  alpha: refuse\n"),
+        ["0.png", "data.alpha is refuse", "set data.alpha: white or black"],
+    ),
+    Case("symlink loop", _link_loop, ["loop.png: symlink loop", "remove it"]),
+    Case("broken symlink", _broken_link, ["x.png: broken symlink", "gone.png", "fix or remove"]),
+    Case("class folder that is a symlink loop", _class_loop, ["imgs/c: symlink loop"]),
+    Case(
+        "nested folder in a class folder",
+        lambda d: _folder_params(d, {"a": _gray(3), "a/deeper": _gray(1), "b": _gray(3)}),
+        ["imgs/a/deeper", "nested folder", "keep one level"],
+    ),
+    Case(
+        "folder source path missing",
+        lambda d: f"data:\n  source: folder:{d / 'nowhere'}\n",
+        ["nowhere", "data.source folder not found"],
+    ),
+    Case(
+        "folder without class subfolders",
+        lambda d: ((d / "imgs").mkdir(), f"data:\n  source: folder:{d / 'imgs'}\n")[1],
+        ["imgs: no class subfolders", "<class name>"],
+    ),
+    Case(
+        "test labels never seen in training",
+        lambda d: _npz_params(d, x_train=X, y_train=Y, x_test=X[:6], y_test=np.array([0, 1, 2, 0, 1, 7])),
+        ["data.npz", "test labels ['7'] never occur in the training data"],
+    ),
+    Case(
+        "one stray label",
+        lambda d: _npz_params(d, x=X, y=np.where(np.arange(len(Y)) == 0, 999, Y)),
+        ["['999'] have fewer than 3 training images"],
+    ),
+    Case(
+        "non-integer labels",
+        lambda d: _npz_params(d, x=X, y=Y + 0.5),
+        ["data.npz", "y holds non-integer values", "0..K-1"],
+    ),
+    Case(
+        "labels as a 2-D array",
+        lambda d: _npz_params(d, x=X, y=np.stack([Y, Y], axis=1)),
+        ["data.npz", "y has shape (30, 2)", "1-D array"],
+    ),
+    Case(
+        "x_test without y_test",
+        lambda d: _npz_params(d, x_train=X, y_train=Y, x_test=X[:3]),
+        ["data.npz", "only one of x_test / y_test", "both or neither"],
+    ),
+    Case(
+        "images smaller than 4x4",
+        lambda d: _npz_params(d, x=X[:, :3, :3], y=Y),
+        ["data.npz", "x images are 3×3", "at least 4×4"],
+    ),
+    Case(
+        "npy source with float images",
+        lambda d: _npy_dir(d, x=X.astype(np.float32), y=Y),
+        ["x.npy", "dtype float32", "must hold uint8"],
+    ),
+    Case("npy source without labels", lambda d: _npy_dir(d, x=X), ["npy: missing y.npy", "y.npy (labels)"]),
+    # a model, features or prepared data broken between stages
+    Case(
+        "edited spec.json: unknown option",
+        _edit_json("models/autoencoder/spec.json", lambda s: s["options"].update(foo=1)),
+        ["models/autoencoder/spec.json", "options.foo", "Extra inputs are not permitted", RESTORE],
+        stage="extract",
+    ),
+    Case(
+        "edited spec.json: width not a number",
+        _edit_json("models/autoencoder/spec.json", lambda s: s.update(width="wide")),
+        ["models/autoencoder/spec.json", "width must be a positive integer (got 'wide')", RESTORE],
+        stage="extract",
+    ),
+    Case(
+        "edited spec.json: another width",
+        _edit_json("models/autoencoder/spec.json", lambda s: s.update(width=8)),
+        ["models/autoencoder: weights.pt does not match", "was spec.json edited", RESTORE],
+        stage="extract",
+    ),
+    Case(
+        "spec.json that is not JSON",
+        _write("models/autoencoder/spec.json", "{'name': conv"),
+        ["models/autoencoder/spec.json: not valid JSON", RESTORE],
+        stage="extract",
+    ),
+    Case(
+        "spec.json holding a list",
+        _write("models/autoencoder/spec.json", "[1, 2]"),
+        ["models/autoencoder/spec.json", "must hold a JSON object", RESTORE],
+        stage="extract",
+    ),
+    Case(
+        "corrupt weights.pt",
+        _write("models/autoencoder/weights.pt", b"not a torch file"),
+        ["models/autoencoder/weights.pt", "cannot be loaded as a state_dict", "weights_only=True"],
+        stage="extract",
+    ),
+    Case(
+        "classifier given as the autoencoder",
+        _golden(),
+        ["models/classifier/spec.json", "is a classifier, not an autoencoder"],
+        stage="extract",
+        args=["--model", "models/classifier"],
+    ),
+    Case(
+        "autoencoder directory missing",
+        _golden(),
+        ["nowhere: no saved autoencoder", "run the stage that trains it"],
+        stage="extract",
+        args=["--model", "nowhere"],
+    ),
+    Case(
+        "prepared dataset missing",
+        _golden(),
+        ["nowhere: not a prepared dataset", "run `aepipe prepare` first"],
+        stage="pretrain",
+        args=["--data", "nowhere"],
+    ),
+    Case(
+        "meta.json that is not JSON",
+        _write("data/prepared/meta.json", "{"),
+        ["data/prepared: prepared dataset is unreadable", "re-run `aepipe prepare`"],
+        stage="pretrain",
+    ),
+    Case(
+        "meta.json without its classes",
+        _edit_json("data/prepared/meta.json", lambda m: m.pop("classes") and None),
+        ["data/prepared/meta.json: missing key(s) classes", "re-run `aepipe prepare`"],
+        stage="train",
+    ),
+    Case(
+        "truncated x.npy",
+        _then(
+            lambda d: (d / "data/prepared/x.npy").write_bytes((d / "data/prepared/x.npy").read_bytes()[:999])
+        ),
+        ["data/prepared: prepared dataset is unreadable", "re-run `aepipe prepare`"],
+        stage="extract",
+    ),
+    Case(
+        "features missing",
+        _then(lambda d: shutil.rmtree(d / "features")),
+        ["features/train.npy: features not found", "run `aepipe extract` first"],
+        stage="train",
+    ),
+    Case(
+        "features of another dataset",
+        _then(lambda d: np.save(d / "features/train.npy", np.zeros((5, 3), np.float32))),
+        ["features/train.npy: 5 rows but the train split has 1293 images", "re-run `aepipe extract`"],
+        stage="train",
+    ),
+    Case(
+        "features file that is not .npy",
+        _write("features/val.npy", b"garbage"),
+        ["features/val.npy: not a readable features file", "re-run `aepipe extract`"],
+        stage="train",
+    ),
+    Case(
+        "classifier spec.json without in_dim",
+        _edit_json("models/classifier/spec.json", lambda s: s.pop("in_dim") and None),
+        ["models/classifier/spec.json", "missing key 'in_dim'", RESTORE],
+        stage="evaluate",
+    ),
+    Case(
+        "classifier paired with another autoencoder",
+        _then(_other_autoencoder),
+        [
+            "models/classifier/spec.json: the classifier reads",
+            "the autoencoder in other_ae gives",
+            "re-run `aepipe train`",
+        ],
+        stage="evaluate",
+        args=["--model", "other_ae"],
+    ),
+    Case(
+        "classifier for another class count",
+        _edit_json("data/prepared/meta.json", lambda m: m["classes"].append("extra") and None),
+        ["models/classifier/spec.json: the classifier has 10 classes but data/prepared has 11"],
+        stage="evaluate",
+    ),
+    Case(
+        "fine-tuned head without its encoder",
+        _edit_json("models/classifier/spec.json", lambda s: s.update(finetuned_encoder=True)),
+        ["fine-tuned with its encoder", "models/classifier/autoencoder is missing", "re-run `aepipe train`"],
+        stage="evaluate",
+    ),
+    Case(
+        "register before evaluate",
+        _then(lambda d: (d / "metrics/eval.json").unlink()),
+        ["metrics/eval.json", "not found; run `aepipe evaluate` first"],
+        stage="register",
+    ),
+    Case(
+        "init_from a model that is not registered",
+        lambda d: GOLDEN_PARAMS.replace(
+            "  epochs: 1\n", "  epochs: 1\n  init_from: models:/nobody@champion\n"
+        ),
+        ["pretrain.init_from", "models:/nobody@champion", "check the name/alias"],
+        stage="pretrain",
+    ),
+]
+
+
+def build_workspace(root: Path) -> Path:
+    """Run every stage once in ``root`` (in this process), tracked in ``root/mlflow.db``."""
     from aepipe.cli import main
 
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "params.yaml").write_text(case.build(d))
-    # Every case starts from a fresh default store, as on a clean clone (CI): creating it must not
-    # add noise before the error line.
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}", **case.env(d)}
-    old = {k: os.environ.get(k) for k in env}
-    for k, v in env.items():
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(GOLDEN_PARAMS)
+    with _env({"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}), _cwd(root):
+        for stage in STAGE_ORDER:
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = main([stage])
+            assert code == 0, f"workspace: {stage} failed"
+    return root
+
+
+def copy_workspace(golden: Path, dest: Path) -> Path:
+    """A fresh copy; the MLflow artifacts stay in the original (the store points there)."""
+    shutil.copytree(golden, dest, symlinks=True, ignore=shutil.ignore_patterns("mlruns"))
+    return dest
+
+
+def setup_case(case: Case, ws: Path) -> None:
+    (ws / "params.yaml").write_text(case.build(ws))
+
+
+def run_case(case: Case, ws: Path) -> tuple[int, str]:
+    """``aepipe --params params.yaml <stage> <args>`` in-process in ``ws`` with the case's env;
+    return (exit code, stderr)."""
+    from aepipe.cli import main
+
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{ws / 'mlflow.db'}", **case.env(ws)}
+    err = io.StringIO()
+    with _env(env), _cwd(ws), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["--params", "params.yaml", case.stage, *case.args])
+    return code, err.getvalue().strip()
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str | None]):  # noqa: ANN202
+    old = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-    err = io.StringIO()
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main(["--params", str(d / "params.yaml"), case.stage, "--out", str(out)])
+        yield
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return code, err.getvalue().strip()
+
+
+@contextlib.contextmanager
+def _cwd(path: Path):  # noqa: ANN202
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def registry_state(ws: Path) -> dict[str, Any]:
+    """Registered models, their versions, tags, descriptions and aliases in the workspace store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+    state = {}
+    for model in client.search_registered_models():
+        versions = client.search_model_versions(f"name='{model.name}'")
+        state[model.name] = {
+            "aliases": dict(model.aliases),
+            "versions": sorted(
+                (v.version, v.run_id, v.source, v.status, v.description, sorted(v.tags.items()))
+                for v in versions
+            ),
+        }
+    return state
 
 
 if __name__ == "__main__":
@@ -245,6 +657,11 @@ if __name__ == "__main__":
 
     print("| bad input | message |\n| --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
+        golden = build_workspace(Path(tmp) / "golden")
         for i, case in enumerate(CASES):
-            code, msg = run_case(case, Path(tmp) / str(i), Path(tmp) / "out")
+            if case.skip():
+                continue
+            ws = copy_workspace(golden, Path(tmp) / str(i))
+            setup_case(case, ws)
+            code, msg = run_case(case, ws)
             print(f"| {case.name} | exit {code}: `{msg.replace('|', '/')}` |")

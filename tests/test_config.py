@@ -81,3 +81,88 @@ def test_variant_options_are_typed() -> None:
     params = parse_params({"model": {"name": "conv", "conv": {}}})
     assert params.model.options().model_dump() == {}
     assert params.flat()["model.name"] == "conv"
+
+
+# ---- params.yaml holds every default; strict YAML (issue 13) ------------------------------------
+
+
+def _flat(data: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(data, dict):
+        out: dict[str, object] = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def test_every_default_lives_in_params_yaml_with_the_same_value() -> None:
+    """DVC tracks params by their value in params.yaml: a default that lives only in config.py
+    (as mlflow.selection_metric and pretrain.init_from did) changes without any stage re-running.
+    So every field of every section, each variant's options included, is written in the file,
+    with the value the code would use without it."""
+    from aepipe.models import REGISTRY
+
+    defaults = Params().model_dump(mode="json")
+    for name, variant in REGISTRY.items():
+        defaults["model"][name] = variant.config().model_dump(mode="json")
+    in_file = _flat(yaml.safe_load((REPO / "params.yaml").read_text()))
+    expected = _flat(defaults)
+    missing = sorted(set(expected) - set(in_file))
+    assert not missing, f"params.yaml lacks these defaults (add them with a comment): {missing}"
+    differ = {k: (expected[k], in_file[k]) for k in expected if in_file[k] != expected[k]}
+    assert not differ, f"params.yaml and config.py disagree (code default, file value): {differ}"
+    # the file may add entries only where the code default is an open mapping (per-stage resources)
+    extra = sorted(k for k in set(in_file) - set(expected) if not k.startswith("kubeflow.resources."))
+    assert not extra, f"keys in params.yaml that the code does not know: {extra}"
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        (
+            "pretrain:\n  epochs: 3\n  lr: 0.01\n  epochs: 300\n",
+            ["line 4", "duplicate key pretrain.epochs", "first given on line 2"],
+        ),
+        (
+            "pretrain:\n  epochs: 3\ndata:\n  seed: 1\npretrain:\n  lr: 0.1\n",
+            ["line 5", "duplicate key pretrain", "first given on line 1"],
+        ),
+        (
+            "model:\n  vae:\n    beta: 1.0\n    beta: 2.0\n",
+            ["line 4", "duplicate key model.vae.beta", "first given on line 3"],
+        ),
+        ("", ["the file is empty", "every default"]),
+        ("# nothing\n\n# but comments\n", ["the file is empty"]),
+        ("seed: 0\ncolour: 1\n", ["line 2: colour: unknown key", "pretrain"]),
+        ("data:\n  seed: 0\n  sourse: digits\n", ["line 3: data.sourse: unknown key", "source"]),
+        ("pretrain:\n  lr: 0.01\n  epochs: ten\n", ["line 3: pretrain.epochs", "'ten'"]),
+        ("model:\n  name: vae\n  vae:\n    beta: x\n", ["line 4:", "model.vae.beta"]),
+        ("pretrain:\n", ["line 1: pretrain: must be a section"]),
+        ("data:\n  source: [digits\n", ["line 3, column 1: not valid YAML"]),
+        ("a: 1\n---\nb: 2\n", ["not valid YAML", "single document"]),
+    ],
+)
+def test_strict_params_name_the_line(tmp_path: Path, text: str, needles: list[str]) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message, message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_explicit_empty_mapping_still_means_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("{}\n")
+    assert load_params(path) == Params()
+
+
+def test_yaml_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        "pretrain: &p\n  epochs: 2\nclassifier:\n  mlp:\n    <<: {max_epochs: 3}\n    patience: 2\n"
+    )
+    params = load_params(path)
+    assert params.pretrain.epochs == 2 and params.classifier.mlp.max_epochs == 3

@@ -136,3 +136,217 @@ def test_bad_source_leaves_existing_output_untouched(tmp_path: Path) -> None:
         prepare.run(bad, tmp_path / "prepared")
     assert {p.name: p.read_bytes() for p in (tmp_path / "prepared").iterdir()} == before
     assert load_prepared(tmp_path / "prepared").meta["data_hash"] == good["data_hash"]
+
+
+# ---- faithful decoding: the pixels, not only the exit code (issue 13) ---------------------------
+
+
+def _save_tree(root: Path, arrays: dict[str, list[tuple[str, Image.Image]]]) -> Path:
+    for cls, items in arrays.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for name, img in items:
+            img.save(root / cls / name)
+    return root
+
+
+def _ramp16() -> np.ndarray:
+    return (np.arange(64, dtype=np.int64).reshape(8, 8) * 1040).astype(np.uint16)  # 0 .. 65520
+
+
+def test_16bit_png_and_tiff_are_scaled_by_their_range_not_clipped(tmp_path: Path) -> None:
+    ramp = _ramp16()
+    root = _save_tree(
+        tmp_path / "imgs",
+        {
+            "a": [(f"{i}.png", Image.fromarray(ramp)) for i in range(3)],
+            "b": [(f"{i}.tif", Image.fromarray(65535 - ramp)) for i in range(3)],
+        },
+    )
+    assert Image.open(root / "a" / "0.png").mode == "I;16"
+    raw = load_source(data_cfg(source=f"folder:{root}"))
+    expected_a = np.rint(ramp * (255 / 65535)).astype(np.uint8)
+    expected_b = np.rint((65535 - ramp) * (255 / 65535)).astype(np.uint8)
+    np.testing.assert_array_equal(raw.x[0, 0], expected_a)
+    np.testing.assert_array_equal(raw.x[3, 0], expected_b)
+    assert len(np.unique(raw.x[0])) == 64  # every level kept (clipping gave 0 and 255 only)
+
+
+def test_float_tiff_in_unit_range_is_scaled_and_outside_it_refused(tmp_path: Path) -> None:
+    ramp = (np.arange(64, dtype=np.float32).reshape(8, 8) / 63.0).astype(np.float32)
+    root = _save_tree(
+        tmp_path / "imgs",
+        {
+            "a": [(f"{i}.tif", Image.fromarray(ramp)) for i in range(3)],
+            "b": [(f"{i}.tif", Image.fromarray(1.0 - ramp)) for i in range(3)],
+        },
+    )
+    assert Image.open(root / "a" / "0.tif").mode == "F"
+    raw = load_source(data_cfg(source=f"folder:{root}"))
+    np.testing.assert_array_equal(raw.x[0, 0], np.rint(ramp.astype(np.float64) * 255).astype(np.uint8))
+    assert raw.x[0, 0, 4, 0] == 130 and len(np.unique(raw.x[0])) == 64  # 32/63*255 = 129.5 -> 130
+
+    Image.fromarray(ramp * 1000.0).save(root / "b" / "9.tif")
+    with pytest.raises(DataError) as err:
+        load_source(data_cfg(source=f"folder:{root}"))
+    assert "9.tif" in str(err.value) and "values 0..1000" in str(err.value) and "[0, 1]" in str(err.value)
+
+
+def test_32bit_integer_images_within_16_bits_are_scaled_else_refused(tmp_path: Path) -> None:
+    ramp = _ramp16().astype(np.int32)
+    root = _save_tree(
+        tmp_path / "imgs",
+        {"a": [(f"{i}.tif", Image.fromarray(ramp)) for i in range(3)], "b": _imgs_named(3, 40)},
+    )
+    assert Image.open(root / "a" / "0.tif").mode == "I"
+    raw = load_source(data_cfg(source=f"folder:{root}"))
+    np.testing.assert_array_equal(raw.x[0, 0], np.rint(ramp * (255 / 65535)).astype(np.uint8))
+    Image.fromarray(ramp * 100).save(root / "a" / "9.tif")
+    with pytest.raises(DataError, match=r"9\.tif: 32-bit integer image with values 0\.\.6552000"):
+        load_source(data_cfg(source=f"folder:{root}"))
+
+
+def _imgs_named(n: int, value: int) -> list[tuple[str, Image.Image]]:
+    return [(f"g{i}.png", Image.new("L", (8, 8), value)) for i in range(n)]
+
+
+def _stroke_alpha() -> np.ndarray:
+    alpha = np.zeros((8, 8), np.uint8)
+    alpha[2:6, 3:5] = 255  # the drawing
+    alpha[0, 0] = 128  # a half-transparent pixel
+    return alpha
+
+
+def test_rgba_drawn_in_its_alpha_channel_is_composited_over_white(tmp_path: Path) -> None:
+    rgba = np.zeros((8, 8, 4), np.uint8)  # black ink: all the content is in the alpha channel
+    rgba[..., 3] = _stroke_alpha()
+    root = _save_tree(
+        tmp_path / "imgs",
+        {"a": [(f"{i}.png", Image.fromarray(rgba, "RGBA")) for i in range(3)], "b": _imgs_named(3, 200)},
+    )
+    raw = load_source(data_cfg(source=f"folder:{root}"))
+    assert raw.x.shape == (6, 1, 8, 8)  # gray content stays one channel, so it mixes with L images
+    expected = np.full((8, 8), 255, np.uint8)
+    expected[2:6, 3:5] = 0
+    expected[0, 0] = 127  # 255 * (1 - 128/255)
+    np.testing.assert_array_equal(raw.x[0, 0], expected)  # was all zero: alpha dropped
+
+
+def test_alpha_black_background_and_colour_content(tmp_path: Path) -> None:
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 200  # red ink
+    rgba[..., 3] = _stroke_alpha()
+    root = _save_tree(
+        tmp_path / "imgs",
+        {
+            "a": [(f"{i}.png", Image.fromarray(rgba, "RGBA")) for i in range(3)],
+            "b": [(f"{i}.png", Image.new("RGB", (8, 8), (0, 0, 90))) for i in range(3)],
+        },
+    )
+    raw = load_source(data_cfg(source=f"folder:{root}", alpha="black"))
+    assert raw.x.shape == (6, 3, 8, 8)
+    red = raw.x[0, 0]
+    assert red[3, 3] == 200 and red[7, 7] == 0 and red[0, 0] == 100  # 200 * 128/255 = 100.4
+    assert raw.x[0, 1].max() == 0 and raw.x[0, 2].max() == 0
+
+
+def test_content_that_vanishes_on_the_background_or_alpha_refuse_is_refused(tmp_path: Path) -> None:
+    rgba = np.full((8, 8, 4), 255, np.uint8)  # white ink on transparent: gone over white
+    rgba[..., 3] = _stroke_alpha()
+    root = _save_tree(
+        tmp_path / "imgs",
+        {"a": [(f"{i}.png", Image.fromarray(rgba, "RGBA")) for i in range(3)], "b": _imgs_named(3, 9)},
+    )
+    with pytest.raises(DataError) as err:
+        load_source(data_cfg(source=f"folder:{root}"))
+    assert (
+        "0.png" in str(err.value) and "vanishes" in str(err.value) and "data.alpha: black" in str(err.value)
+    )
+    raw = load_source(data_cfg(source=f"folder:{root}", alpha="black"))
+    assert raw.x[0, 0, 3, 3] == 255 and raw.x[0, 0, 7, 7] == 0
+    with pytest.raises(DataError, match="data.alpha is refuse; set data.alpha: white or black"):
+        load_source(data_cfg(source=f"folder:{root}", alpha="refuse"))
+
+
+def test_gray_alpha_and_transparent_palette_images(tmp_path: Path) -> None:
+    la = np.zeros((8, 8, 2), np.uint8)
+    la[..., 1] = _stroke_alpha()
+    pal = Image.new("P", (8, 8), 0)
+    pal.putpalette([255, 255, 255, 0, 0, 0])  # index 0 white, 1 black
+    pal.paste(1, (3, 2, 5, 6))
+    pal.info["transparency"] = 0  # the white background is transparent
+    root = _save_tree(
+        tmp_path / "imgs",
+        {
+            "a": [(f"{i}.png", Image.fromarray(la, "LA")) for i in range(3)],
+            "b": [(f"p{i}.png", pal) for i in range(3)],
+        },
+    )
+    raw = load_source(data_cfg(source=f"folder:{root}"))  # white background
+    assert raw.x[0, 0, 3, 3] == 0 and raw.x[0, 0, 7, 7] == 255 and raw.x[0, 0, 0, 0] == 127
+    assert raw.x[3, 0, 3, 3] == 0 and raw.x[3, 0, 0, 0] == 255
+    with pytest.raises(DataError, match="vanishes over a black background"):  # black ink on black
+        load_source(data_cfg(source=f"folder:{root}", alpha="black"))
+
+
+def test_labels_1_to_10_are_remapped_recorded_and_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    x, y = toy_images(n_per_class=12, classes=10, size=10)
+    path = write_npz(tmp_path / "d.npz", x=x, y=y + 1)
+    params = parse_params({"data": {"source": f"npz:{path}"}})
+    result = prepare.run(params, tmp_path / "prepared")
+    ds = load_prepared(tmp_path / "prepared")
+    assert ds.classes == [str(i) for i in range(1, 11)] and result["classes"] == 10  # not an 11-way head
+    assert sorted(np.unique(ds.y).tolist()) == list(range(10))
+    meta = json.loads((tmp_path / "prepared" / "meta.json").read_text())
+    assert meta["label_map"] == {str(i + 1): i for i in range(10)}
+    raw = load_source(params.data)
+    np.testing.assert_array_equal(raw.y, y)  # image i keeps its class: original label y[i] + 1
+    np.testing.assert_array_equal(raw.x, x)
+    assert "remapped (original -> class index): 1->0, 2->1" in capsys.readouterr().err
+
+
+def test_class_names_with_an_absent_class_and_a_stray_label(tmp_path: Path) -> None:
+    x, y = toy_images(n_per_class=5, classes=3)
+    names = np.array(["cat", "dog", "owl", "emu"])
+    raw = load_source(
+        data_cfg(
+            source=f"npz:{write_npz(tmp_path / 'd.npz', x=x, y=np.where(y == 2, 3, y), class_names=names)}"
+        )
+    )
+    assert raw.classes == ["cat", "dog", "emu"] and raw.label_map == {"0": 0, "1": 1, "3": 2}
+    assert raw.y.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    stray = y.copy()
+    stray[0] = 999  # one mistyped label no longer makes a 1000-class dataset
+    with pytest.raises(DataError) as err:
+        load_source(data_cfg(source=f"npz:{write_npz(tmp_path / 's.npz', x=x, y=stray)}"))
+    assert "['999'] have fewer than 3 training images" in str(err.value)
+
+
+def test_npy_source_labels_are_remapped_too(tmp_path: Path) -> None:
+    x, y = toy_images(n_per_class=4, classes=3)
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "x.npy", x)
+    np.save(tmp_path / "npy" / "y.npy", y * 10 + 5)
+    raw = load_source(data_cfg(source=f"npy:{tmp_path / 'npy'}"))
+    assert raw.classes == ["5", "15", "25"] and raw.y.tolist() == y.tolist()
+
+
+def test_symlink_loop_and_broken_link_are_named_as_such(tmp_path: Path) -> None:
+    import os
+
+    root = _save_tree(tmp_path / "imgs", {"a": _imgs_named(3, 1), "b": _imgs_named(3, 250)})
+    os.symlink(root / "a" / "loop.png", root / "a" / "loop.png")
+    with pytest.raises(DataError) as err:
+        load_source(data_cfg(source=f"folder:{root}"))
+    assert "loop.png: symlink loop" in str(err.value) and "cannot be decoded" not in str(err.value)
+    (root / "a" / "loop.png").unlink()
+    os.symlink(tmp_path / "gone.png", root / "b" / "x.png")
+    with pytest.raises(DataError, match=r"x\.png: broken symlink \(it points to .*gone\.png"):
+        load_source(data_cfg(source=f"folder:{root}"))
+    (root / "b" / "x.png").unlink()
+    os.symlink(root / "c", root / "c")  # a class folder that is a loop
+    with pytest.raises(DataError, match="imgs/c: symlink loop"):
+        load_source(data_cfg(source=f"folder:{root}"))

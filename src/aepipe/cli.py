@@ -52,14 +52,27 @@ PLOTS = "plots"
 
 
 def cmd_stage(args: argparse.Namespace, params: Any) -> dict[str, Any]:
+    from aepipe.io import sweep_leftovers
+    from aepipe.stages import outputs
     from aepipe.stages.runner import run_stage
 
     paths = {dest: getattr(args, opt) for opt, dest in STAGE_ARGS[args.command].items()}
-    if args.command == "register":
-        if args.best:
+    outs = outputs.stage_outputs(args.command, paths)
+    for out in outs:  # temp files of a killed earlier run
+        sweep_leftovers(out)
+    before = outputs.snapshot(outs)
+    try:
+        if args.command == "register" and args.best:
             return cmd_register_best(args, params)
-        paths["select"] = args.select
-    result = run_stage(args.command, params, **paths)
+        if args.command == "register":
+            paths["select"] = args.select
+        result = run_stage(args.command, params, **paths)
+    except AepipeError as exc:  # end the message with the truth about every output
+        text = str(exc).rstrip()
+        exc.args = (
+            f"{text}{'' if text.endswith('.') else '.'} {outputs.describe(args.command, before)}".rstrip(),
+        )
+        raise
     result.pop("history", None)
     return result
 

@@ -40,6 +40,10 @@ class DataConfig(Section):
     channels: Literal[1, 3] | None = Field(
         None, description="force grayscale (1) or RGB (3) for folder images"
     )
+    alpha: Literal["white", "black", "refuse"] = Field(
+        "white",
+        description="folder images with transparency: composited over a white or black background, or refused",
+    )
     cache_dir: str = Field("data/raw", description="where torchvision downloads go")
 
     @field_validator("source")
@@ -411,24 +415,54 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def _describe(exc: ValidationError, prefix: str = "") -> str:
-    lines = []
+def _describe(exc: ValidationError, prefix: str = "", lines: dict[tuple[str, ...], int] | None = None) -> str:
+    out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "(top level)"
+        where = _line_of(lines, _deepest_key(loc, err["msg"]))
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc) if not prefix else []
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-            lines.append(f"{key}: unknown key{hint} (remove it or fix its spelling)")
+            out.append(f"{where}{key}: unknown key{hint} (remove it or fix its spelling)")
+        elif err["type"] in ("model_type", "dict_type"):
+            given = err.get("input")
+            out.append(
+                f"{where}{key}: must be a section (a mapping of keys), got {given!r}; "
+                "fill it in or delete the line"
+            )
         else:
             msg = err["msg"].removeprefix("Value error, ")
             given = err.get("input")
             shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
-            lines.append(f"{key}: {msg}{shown}")
-    return "; ".join(lines)
+            out.append(f"{where}{key}: {msg}{shown}")
+    return "; ".join(out)
 
 
-def parse_params(data: Any, source: str = "params.yaml") -> Params:
+def _deepest_key(loc: tuple[Any, ...], msg: str) -> tuple[Any, ...]:
+    """A variant section's errors arrive at ``model`` with the full key in the message
+    (``in model.vae: model.vae.beta: ...``): use that key when it is deeper."""
+    found = re.findall(r"\bmodel(?:\.\w+)+", msg)
+    deeper = max((tuple(k.split(".")) for k in found), key=len, default=())
+    return deeper if len(deeper) > len(loc) and deeper[: len(loc)] == loc else loc
+
+
+def _line_of(lines: dict[tuple[str, ...], int] | None, loc: tuple[Any, ...]) -> str:
+    """``"line N: "`` of the deepest key of ``loc`` found in the file, or "" (overrides, dicts)."""
+    if not lines:
+        return ""
+    for depth in range(len(loc), 0, -1):
+        line = lines.get(tuple(str(p) for p in loc[:depth]))
+        if line is not None:
+            return f"line {line}: "
+    return ""
+
+
+def parse_params(
+    data: Any, source: str = "params.yaml", lines: dict[tuple[str, ...], int] | None = None
+) -> Params:
+    """Validate a params mapping; ``lines`` (key path -> line, from :func:`read_yaml`) lets
+    every message name the line of the key at fault."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -438,18 +472,71 @@ def parse_params(data: Any, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid params: {_describe(exc)}") from None
+        raise ConfigError(f"{source}: invalid params: {_describe(exc, lines=lines)}") from None
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """Parse a YAML file strictly: a key given twice in one mapping (``epochs: 3`` then
+    ``epochs: 300``, or a section repeated) is an error naming both lines, where plain YAML
+    loaders silently keep the last one. Returns the data and the line of every key path."""
+    text = path.read_text()
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[tuple[str, ...], int] = {}
+        if node is not None:
+            _index_keys(path, node, (), lines)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = f" ({exc.context})" if exc.context else ""
+        raise ConfigError(
+            f"{path}: {where}not valid YAML: {exc.problem}{context}; fix the syntax there"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _index_keys(path: Path, node: yaml.Node, at: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = key_node.value, key_node.start_mark.line + 1
+            dotted = ".".join((*at, key))
+            if key in first:
+                raise ConfigError(
+                    f"{path}: line {line}: duplicate key {dotted} (first given on line {first[key]}); "
+                    "YAML would silently keep only the last one: delete one of them"
+                )
+            first[key] = line
+            lines[(*at, key)] = line
+            _index_keys(path, value_node, (*at, key), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _index_keys(path, item, at, lines)
 
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
-    """Read and validate ``params.yaml``; raise :class:`ConfigError` naming the key at fault."""
+    """Read and validate ``params.yaml``; raise :class:`ConfigError` naming the key (and its line)
+    at fault. Duplicate keys and an empty file are errors, never silent defaults."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
             f"{path}: params file not found; run from the repository root or pass --params PATH"
         )
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(data, str(path))
+        data, lines = read_yaml(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+    if data is None:
+        raise ConfigError(
+            f"{path}: the file is empty (or only comments), which would silently mean every default; "
+            "write the sections you use, e.g. start from the repository's params.yaml (`git show HEAD:params.yaml`)"
+        )
+    return parse_params(data, str(path), lines)

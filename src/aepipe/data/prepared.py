@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,12 +176,47 @@ def load_prepared(directory: str | Path, mmap: bool = False) -> PreparedDataset:
         y = np.load(directory / "y.npy", allow_pickle=False)
         with np.load(directory / "splits.npz", allow_pickle=False) as npz:
             splits = {k: npz[k] for k in SPLITS}
-    except (ValueError, OSError, KeyError, json.JSONDecodeError) as exc:
+    except (ValueError, OSError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
         raise DataError(
-            f"{directory}: prepared dataset is unreadable ({exc}); re-run `aepipe prepare`"
+            f"{directory}: prepared dataset is unreadable ({exc.__class__.__name__}: {' '.join(str(exc).split())[:160]}); "
+            "re-run `aepipe prepare` (or `dvc checkout prepare`)"
         ) from None
     if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
         raise DataError(
             f"{directory}: x.npy must be uint8 (N, C, H, W) matching y.npy; re-run `aepipe prepare`"
         )
+    _check_meta(directory, meta, x, y, splits)
     return PreparedDataset(x, y, splits, meta, directory)
+
+
+def _check_meta(
+    directory: Path, meta: Any, x: np.ndarray, y: np.ndarray, splits: dict[str, np.ndarray]
+) -> None:
+    """meta.json and the split indices agree with the arrays (a hand-edited or mixed-up
+    prepared directory fails here, naming the key, not deep inside a later stage)."""
+
+    def bad(what: str) -> DataError:
+        return DataError(
+            f"{directory / 'meta.json'}: {what}; re-run `aepipe prepare` (or `dvc checkout prepare`)"
+        )
+
+    if not isinstance(meta, dict):
+        raise bad("must hold a JSON object")
+    missing = [k for k in ("classes", "shape", "mean", "std", "data_hash") if k not in meta]
+    if missing:
+        raise bad(f"missing key(s) {', '.join(missing)}")
+    classes = meta["classes"]
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise bad(f"classes must list at least 2 class names (got {classes!r})")
+    if list(meta["shape"]) != list(x.shape[1:]):
+        raise bad(f"shape {meta['shape']} does not match x.npy's images {list(x.shape[1:])}")
+    for key in ("mean", "std"):
+        if not isinstance(meta[key], list) or len(meta[key]) != x.shape[1]:
+            raise bad(f"{key} must list one number per channel ({x.shape[1]})")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+        raise bad(f"y.npy holds labels {int(y.min())}..{int(y.max())} but there are {len(classes)} classes")
+    for name, idx in splits.items():
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(y)):
+            raise DataError(
+                f"{directory / 'splits.npz'}: split {name!r} indexes rows outside the {len(y)} images; re-run `aepipe prepare`"
+            )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,15 +28,19 @@ MAX_CLASSES = 1000
 class RawDataset:
     x: np.ndarray  # (N, C, H, W) uint8, in memory or (npy: source) memory-mapped
     y: np.ndarray  # (N,) int64 in [0, len(classes))
-    classes: list[str]
+    classes: list[str] | None  # None: named by the label values (npz/npy without class_names)
     source_hash: str
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    # original label -> class index, when the source's labels were not already 0..K-1 with
+    # every class present (recorded in meta.json by prepare, and printed)
+    label_map: dict[str, int] | None = None
 
 
 def load_source(cfg: DataConfig) -> RawDataset:
     kind, _, arg = cfg.source.partition(":")
     raw = LOADERS[kind](arg, cfg)
+    remap_labels(raw, cfg.source)
     check_labels(raw, cfg.source)
     return raw
 
@@ -111,7 +116,7 @@ def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
                 f"{path}: label {int(all_labels.max())} is out of range for {len(classes)} class_names; labels must be 0..{len(classes) - 1}"
             )
     else:
-        classes = [str(i) for i in range(int(all_labels.max()) + 1)] if all_labels.size else []
+        classes = None  # named by their label values (remap_labels)
     return RawDataset(x, y, classes, sha256_file(path), x_test, y_test)
 
 
@@ -178,12 +183,11 @@ def _labels_from_array(arr: np.ndarray, n: int, path: Path, key: str, images_key
         )
     if arr.size and arr.min() < 0:
         raise DataError(
-            f"{path}: {key} has label {int(arr.min())}; labels are out of range, they must be 0..K-1"
+            f"{path}: {key} has label {int(arr.min())}; labels are out of range, they must be class indices "
+            "0..K-1 (a negative label often marks an unlabelled image: drop those rows)"
         )
-    if arr.size and arr.max() >= MAX_CLASSES:
-        raise DataError(
-            f"{path}: {key} has label {int(arr.max())}; labels are out of range (at most {MAX_CLASSES} classes, 0..K-1)"
-        )
+    if arr.size and arr.max() >= 2**62:
+        raise DataError(f"{path}: {key} has label {int(arr.max())}; labels must be class indices 0..K-1")
     return arr.astype(np.int64)
 
 
@@ -222,7 +226,7 @@ def load_npy_source(path_str: str, cfg: DataConfig) -> RawDataset:
                 f"{root}: x_test.npy images are {x_test.shape[1:]} but x.npy images are {x.shape[1:]}; they must match"
             )
     labels = y if y_test is None else np.concatenate([y, y_test])
-    classes = [str(i) for i in range(int(labels.max()) + 1)]
+    classes = None  # named by their label values (remap_labels)
     h = hashlib.sha256()
     for name in ("x.npy", "y.npy", "x_test.npy", "y_test.npy"):
         if (root / name).is_file():
@@ -300,10 +304,30 @@ def load_folder_source(path_str: str, cfg: DataConfig) -> RawDataset:
 
 
 def _class_dirs(root: Path) -> list[str]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    for p in entries:
+        _check_link(p)
+    classes = [p.name for p in entries if p.is_dir()]
     if not classes:
         raise DataError(f"{root}: no class subfolders; put images in {root}/<class name>/*.png")
     return classes
+
+
+def _check_link(p: Path) -> None:
+    """A symlink that loops or points nowhere is named as such (not as an undecodable image)."""
+    if not p.is_symlink():
+        return
+    try:
+        p.resolve(strict=True)
+    except FileNotFoundError:
+        raise DataError(
+            f"{p}: broken symlink (it points to {os.readlink(p)}, which does not exist); fix or remove the link"
+        ) from None
+    except (RuntimeError, OSError):  # a loop: RuntimeError up to Python 3.12, OSError(ELOOP) after
+        raise DataError(
+            f"{p}: symlink loop (it points to {os.readlink(p)}, which leads back to itself); "
+            "point it at a real file or folder, or remove it"
+        ) from None
 
 
 def _list_images(
@@ -317,6 +341,7 @@ def _list_images(
             continue
         entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
         for p in entries:
+            _check_link(p)
             if p.is_dir():
                 raise DataError(
                     f"{p}: nested folder inside class folder {folder}; keep one level: <root>/<class>/<image>"
@@ -332,62 +357,141 @@ def _list_images(
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def _read_images(files: list[Path], cfg: DataConfig) -> np.ndarray:
+GRAY_MODES = {"1", "L", "I", "F"}
+ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
+
+
+def _decode(f: Path, cfg: DataConfig) -> np.ndarray:
+    """One image file as uint8 (H, W) grayscale or (H, W, 3) RGB, without losing its content:
+
+    - 16-bit images (``I;16*``, and 32-bit ``I`` holding 0..65535) are scaled by 255/65535;
+    - float images (``F``) must hold values in [0, 1] and are scaled by 255;
+    - images with transparency are composited over ``data.alpha`` (white or black), or refused;
+      an image whose content would vanish on that background (drawn only in its alpha channel,
+      in the background's colour) is refused with the other background named;
+    - everything else is converted as Pillow does (palette, CMYK, YCbCr -> RGB; 1 -> L).
+    Rounding is to nearest (``np.rint``), never truncation, and nothing is clipped.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    decoded = []
-    modes = set()
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                img.load()
-                mode = (
-                    "L"
-                    if img.mode in ("1", "L", "LA", "I", "I;16", "F")
-                    or (img.mode == "P" and _palette_is_gray(img))
-                    else "RGB"
-                )
-                decoded.append((f, img.convert(mode)))
-                modes.add(mode)
-        except (
-            UnidentifiedImageError,
-            OSError,
-            SyntaxError,
-            ValueError,
-            Image.DecompressionBombError,
-        ) as exc:
+    try:
+        with Image.open(f) as img:
+            img.load()
+            return _to_uint8(img, f, cfg)
+    except DataError:
+        raise
+    except PermissionError:
+        raise DataError(
+            f"{f}: cannot be read (permission denied); fix its permissions or remove it"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(
+            f"{f}: cannot be decoded as an image ({exc.__class__.__name__}); replace or remove the file"
+        ) from None
+
+
+def _to_uint8(img, f: Path, cfg: DataConfig) -> np.ndarray:  # noqa: ANN001 - PIL image
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return _scaled(np.asarray(img), 65535.0)
+    if mode == "I":
+        a = np.asarray(img)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
             raise DataError(
-                f"{f}: cannot be decoded as an image ({exc.__class__.__name__}); replace or remove the file"
-            ) from None
+                f"{f}: 32-bit integer image with values {lo}..{hi}, which has no known range; "
+                "save it as 8- or 16-bit (0..65535) or as float in [0, 1]"
+            )
+        return _scaled(a, 65535.0)
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise DataError(
+                f"{f}: float image contains NaN or inf; float images must hold finite values in [0, 1]"
+            )
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(
+                f"{f}: float image with values {lo:.4g}..{hi:.4g}; float images must hold values in [0, 1] "
+                "(divide by their maximum, or save 8- or 16-bit integers)"
+            )
+        return _scaled(a, 1.0)
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ALPHA_MODES:
+        return _composite(img, f, cfg)
+    if mode in GRAY_MODES or (mode == "P" and _palette_is_gray(img)):
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _scaled(a: np.ndarray, full: float) -> np.ndarray:
+    return np.rint(a.astype(np.float64) * (255.0 / full)).astype(np.uint8)
+
+
+def _composite(img, f: Path, cfg: DataConfig) -> np.ndarray:  # noqa: ANN001 - PIL image
+    gray = img.mode in ("LA", "La")
+    rgba = np.asarray(img.convert("LA" if gray else "RGBA"), dtype=np.float64)
+    color, alpha = rgba[..., :-1], rgba[..., -1:] / 255.0
+    if cfg.alpha == "refuse":
+        if alpha.min() < 1.0:
+            raise DataError(
+                f"{f}: has transparent pixels and data.alpha is refuse; set data.alpha: white or black "
+                "to composite images over that background, or save them without an alpha channel"
+            )
+        alpha = np.ones_like(alpha)
+    background = 255.0 if cfg.alpha != "black" else 0.0
+    out = np.rint(color * alpha + background * (1.0 - alpha)).astype(np.uint8)
+    if out.min() == out.max() and alpha.min() < alpha.max():
+        other = "black" if cfg.alpha == "white" else "white"
+        raise DataError(
+            f"{f}: its content is only in the alpha channel and vanishes over a {cfg.alpha} background "
+            f"(data.alpha: {cfg.alpha}); set data.alpha: {other}"
+        )
+    if gray:
+        return out[..., 0]
+    if (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all():
+        return out[..., 0]  # gray content: a grayscale image, as a gray palette is
+    return out
+
+
+def _read_images(files: list[Path], cfg: DataConfig) -> np.ndarray:
+    from PIL import Image
+
+    decoded = [(f, _decode(f, cfg)) for f in files]
 
     channels = cfg.channels
     if channels is None:
-        if len(modes) > 1:
-            gray = next(f for f, im in decoded if im.mode == "L")
-            rgb = next(f for f, im in decoded if im.mode == "RGB")
+        gray = next((f for f, a in decoded if a.ndim == 2), None)
+        rgb = next((f for f, a in decoded if a.ndim == 3), None)
+        if gray is not None and rgb is not None:
             raise DataError(
                 f"mixed grayscale and RGB images (e.g. {gray} is grayscale, {rgb} is RGB); "
                 "set data.channels: 1 or 3 in params.yaml to convert them all"
             )
-        channels = 1 if modes == {"L"} else 3
-    target_mode = "L" if channels == 1 else "RGB"
+        channels = 1 if rgb is None else 3
 
-    sizes = {im.size for _, im in decoded}
+    sizes = {a.shape[:2] for _, a in decoded}
     if cfg.image_size is None and len(sizes) > 1:
-        (f1, i1), (f2, i2) = decoded[0], next((f, im) for f, im in decoded if im.size != decoded[0][1].size)
+        (f1, a1), (f2, a2) = (
+            decoded[0],
+            next((f, a) for f, a in decoded if a.shape[:2] != decoded[0][1].shape[:2]),
+        )
         raise DataError(
-            f"images of different sizes ({f1} is {i1.size[0]}×{i1.size[1]}, {f2} is {i2.size[0]}×{i2.size[1]}); "
+            f"images of different sizes ({f1} is {a1.shape[1]}×{a1.shape[0]}, {f2} is {a2.shape[1]}×{a2.shape[0]}); "
             "set data.image_size: [height, width] in params.yaml to resize them"
         )
     out = []
-    for f, im in decoded:
-        im = im.convert(target_mode)
-        if cfg.image_size is not None:
+    for _, a in decoded:
+        if channels == 3 and a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+        elif channels == 1 and a.ndim == 3:
+            a = np.asarray(Image.fromarray(a, "RGB").convert("L"), dtype=np.uint8)
+        if cfg.image_size is not None and a.shape[:2] != tuple(cfg.image_size):
             height, width = cfg.image_size
-            if im.size != (width, height):
-                im = im.resize((width, height), Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
-        out.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+            im = Image.fromarray(a, "L" if a.ndim == 2 else "RGB")
+            a = np.asarray(im.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+        out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     x = np.stack(out)
     if min(x.shape[2:]) < 4:
         raise DataError(
@@ -436,6 +540,41 @@ def load_torchvision_source(name: str, cfg: DataConfig) -> RawDataset:
 
 
 # ---- shared checks --------------------------------------------------------------------------
+
+
+def remap_labels(raw: RawDataset, source: str) -> None:
+    """Make the labels 0..K-1 with every class present in the training data.
+
+    Labels 1..10, or a single stray label 999, would otherwise give a head with an empty class
+    0 or a 1000-way output. The training labels that occur become 0..K-1 in increasing order,
+    each class keeping its name (its ``class_names`` entry, or the original label value), and
+    ``raw.label_map`` records original label -> index. Test labels must occur in training.
+    """
+    present = np.unique(raw.y)
+
+    def name(label: int) -> str:
+        return str(label) if raw.classes is None else raw.classes[label]
+
+    if raw.y_test is not None:
+        unseen = sorted(set(np.unique(raw.y_test).tolist()) - set(present.tolist()))
+        if unseen:
+            shown = [name(u) for u in unseen[:10]]
+            raise DataError(
+                f"{source}: test labels {shown} never occur in the training data; every test class needs training images"
+            )
+    if len(present) > MAX_CLASSES:
+        raise DataError(
+            f"{source}: {len(present)} distinct labels; at most {MAX_CLASSES} classes are supported"
+        )
+    count = len(present) if raw.classes is None else len(raw.classes)
+    if np.array_equal(present, np.arange(count)):  # already 0..K-1, every class present
+        raw.classes = [name(int(v)) for v in present]
+        return
+    raw.classes = [name(int(v)) for v in present]
+    raw.label_map = {str(int(v)): i for i, v in enumerate(present)}
+    raw.y = np.searchsorted(present, raw.y).astype(np.int64)
+    if raw.y_test is not None:
+        raw.y_test = np.searchsorted(present, raw.y_test).astype(np.int64)
 
 
 def check_labels(raw: RawDataset, source: str) -> None:

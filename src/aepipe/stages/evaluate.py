@@ -3,10 +3,16 @@
 Scores the encoder+classifier pair end to end on raw test images (the same forward path and
 the same weights, fine-tuned encoder included, that the registered MLflow model uses), plus
 the reconstruction quality of the pretrained autoencoder.
+
+Flat in memory like extract: the test and validation splits are read from x.npy in blocks of
+rows (plain file reads, see ``aepipe.data.blockio``) and only per-image results are kept (the
+predicted class, its probability, the squared error); the figures read back the few rows they
+show.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,38 +21,81 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from aepipe.config import Params
-from aepipe.data.prepared import load_prepared
+from aepipe.data.blockio import NpyRows, gather_rows, rows_per_block
+from aepipe.data.prepared import PreparedDataset, load_prepared
+from aepipe.errors import ModelError
 from aepipe.io import write_csv, write_json
-from aepipe.models.io import load_autoencoder, load_pair
+from aepipe.models.io import SPEC, load_autoencoder, load_pair
 from aepipe.models.pair import EncoderClassifier
 from aepipe.plots import confusion_png, examples_png, projection_png, reconstruction_png
 from aepipe.tracking.tracker import NullTracker, Tracker
 from aepipe.training.device import resolve_device
 from aepipe.training.pretrain import as_tensor
 
-
 __all__ = ["load_pair", "reconstruction_mse", "run"]
+
+BLOCK_BYTES = 8 << 20  # uint8 rows per block; predict_proba makes a float32 copy 4x that size
+
+
+def _blocks(x: np.ndarray | NpyRows, batch_size: int) -> Iterator[np.ndarray]:
+    """uint8 rows of a split, a block (a whole number of batches) at a time."""
+    row_bytes = int(np.prod(x.shape[1:]))
+    rows = max(1, rows_per_block(row_bytes, BLOCK_BYTES) // batch_size) * batch_size
+    if isinstance(x, NpyRows):
+        for _, block in x.blocks(rows):
+            yield block
+    else:
+        for start in range(0, len(x), rows):
+            yield np.asarray(x[start : start + rows])
+
+
+def predict(
+    pair: EncoderClassifier, x: np.ndarray | NpyRows, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, its probability) of every row, streamed."""
+    preds, confs = [], []
+    for block in _blocks(x, batch_size):
+        proba = pair.predict_proba(block, batch_size)
+        preds.append(proba.argmax(1))
+        confs.append(proba.max(1).astype(np.float32))
+    if not preds:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(preds), np.concatenate(confs)
 
 
 @torch.inference_mode()
-def reconstruction_mse(model: Any, x_u8: np.ndarray, device: torch.device, batch_size: int) -> float:
+def reconstruction_mse(
+    model: Any, x_u8: np.ndarray | NpyRows, device: torch.device, batch_size: int
+) -> float:
     total, n = 0.0, 0
-    for start in range(0, len(x_u8), batch_size):
-        xb = as_tensor(x_u8[start : start + batch_size], device).float().div_(255.0)
-        recon = model.reconstruct(xb)
-        total += float(((recon.float() - xb) ** 2).mean(dim=(1, 2, 3)).sum())
-        n += len(xb)
+    for block in _blocks(x_u8, batch_size):
+        for start in range(0, len(block), batch_size):
+            xb = as_tensor(block[start : start + batch_size], device).float().div_(255.0)
+            recon = model.reconstruct(xb)
+            total += float(((recon.float() - xb) ** 2).mean(dim=(1, 2, 3)).sum())
+            n += len(xb)
     return total / max(n, 1)
 
 
 REVIEW_PNGS = ("confusion.png", "reconstructions.png", "latent_projection.png", "misclassified.png")
 
 
+def _rows(ds: PreparedDataset, split: str, index: np.ndarray) -> np.ndarray:
+    """Rows ``index`` (sorted, relative to the split) of a split's images, read as few ranges."""
+    start = ds.span(split)
+    if start is None or len(index) == 0:
+        return np.asarray(ds.split(split)[0][index])
+    return np.concatenate(
+        list(gather_rows(ds.x, index + start[0], rows_per_block(int(np.prod(ds.x.shape[1:])))))
+    )
+
+
 def review_figures(
     pair: EncoderClassifier,
-    x: np.ndarray,
+    ds: PreparedDataset,
     y: np.ndarray,
-    proba: np.ndarray,
+    pred: np.ndarray,
+    conf: np.ndarray,
     classes: list[str],
     device: torch.device,
     bs: int,
@@ -59,9 +108,9 @@ def review_figures(
 
     from aepipe.training.pretrain import extract_features
 
-    keep = np.random.default_rng(0).permutation(len(x))[:max_points]
+    keep = np.random.default_rng(0).permutation(len(y))[:max_points]
     keep.sort()
-    feats = extract_features(pair.autoencoder, x[keep], device, bs, desc="project")
+    feats = extract_features(pair.autoencoder, _rows(ds, "test", keep), device, bs, desc="project")
     points = (
         PCA(n_components=2, random_state=0).fit_transform(feats)
         if feats.shape[1] >= 2
@@ -75,13 +124,14 @@ def review_figures(
         f"Test features, PCA to 2-D ({len(keep)} images)",
     )
 
-    pred = proba.argmax(1)
     wrong = np.flatnonzero(pred != y)
-    wrong = wrong[np.argsort(-proba[wrong, pred[wrong]])][:max_errors]
-    captions = [f"{classes[y[i]]}→{classes[pred[i]]} {proba[i, pred[i]]:.2f}" for i in wrong]
-    images = x[wrong].astype(np.float32) / 255.0
+    wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:max_errors]
+    captions = [f"{classes[y[i]]}→{classes[pred[i]]} {conf[i]:.2f}" for i in wrong]
+    order = np.argsort(wrong, kind="stable")
+    shown = np.empty((len(wrong), *ds.x.shape[1:]), dtype=np.uint8)
+    shown[order] = _rows(ds, "test", wrong[order]) if len(wrong) else shown
     examples_png(
-        images,
+        shown.astype(np.float32) / 255.0,
         captions,
         plots / "misclassified.png",
         f"Most confident mistakes (true→predicted, p): {len(wrong)} of {int((pred != y).sum())}",
@@ -99,17 +149,21 @@ def run(
 ) -> dict[str, Any]:
     ds = load_prepared(data_dir, mmap=True)
     device = resolve_device(params.device)
-    pair, _ = load_pair(model_dir, classifier_dir, device)
+    pair, spec = load_pair(model_dir, classifier_dir, device)
+    classes = ds.classes
+    if spec["n_classes"] != len(classes):
+        raise ModelError(
+            f"{Path(classifier_dir) / SPEC}: the classifier has {spec['n_classes']} classes but {data_dir} has "
+            f"{len(classes)}: they come from different datasets; re-run `aepipe train` (dvc repro)"
+        )
     # Reconstructions show what pretraining learnt; a fine-tuned encoder no longer fits the decoder.
     pretrained = load_autoencoder(model_dir, device)
-    classes = ds.classes
     bs = params.evaluate.batch_size
 
-    x_test, y_test = ds.split("test")
-    x_val, y_val = ds.split("val")
-    proba = pair.predict_proba(x_test, bs)
-    pred = proba.argmax(1)
-    val_pred = pair.predict_proba(x_val, bs).argmax(1)
+    x_test, x_val = ds.images("test"), ds.images("val")
+    y_test, y_val = ds.split("test")[1], ds.split("val")[1]
+    pred, conf = predict(pair, x_test, bs)
+    val_pred, _ = predict(pair, x_val, bs)
     labels = list(range(len(classes)))
     cm = confusion_matrix(y_test, pred, labels=labels)
     per_class = {classes[i]: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i in labels}
@@ -122,20 +176,20 @@ def run(
         "n_test": int(len(y_test)),
         "per_class_accuracy": {k: v for k, v in per_class.items() if v == v},
     }
-    write_json(metrics_path, metrics)
 
     plots = Path(plots_dir)
     write_csv(
         plots / "confusion.csv",
-        [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y_test, pred)],
+        ({"actual": classes[a], "predicted": classes[p]} for a, p in zip(y_test.tolist(), pred.tolist())),
     )
     confusion_png(cm, classes, plots / "confusion.png")
-    k = min(params.evaluate.n_reconstructions, len(x_test))
+    k = min(params.evaluate.n_reconstructions, len(y_test))
     with torch.inference_mode():
-        xb = as_tensor(x_test[:k], device).float().div_(255.0)
+        xb = as_tensor(_rows(ds, "test", np.arange(k)), device).float().div_(255.0)
         recon = pretrained.reconstruct(xb).float().cpu().numpy()
     reconstruction_png(xb.cpu().numpy(), recon, plots / "reconstructions.png")
-    review_figures(pair, x_test, y_test, proba, classes, device, bs, plots)
+    review_figures(pair, ds, y_test, pred, conf, classes, device, bs, plots)
+    write_json(metrics_path, metrics)  # last: a failure above leaves the old metrics with the old plots
 
     tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     tracker.log_metrics({f"test_accuracy_class_{c}": v for c, v in metrics["per_class_accuracy"].items()})

@@ -46,10 +46,28 @@ def run(
     return {"shapes": shapes}
 
 
-def load_features(features_dir: str | Path, split: str) -> np.ndarray:
+def load_features(
+    features_dir: str | Path, split: str, rows: int | None = None, mmap: bool = False
+) -> np.ndarray:
+    """A split's features (float, 2-D), checked against the number of images of that split."""
     from aepipe.errors import DataError
 
     path = Path(features_dir) / f"{split}.npy"
     if not path.is_file():
         raise DataError(f"{path}: features not found; run `aepipe extract` first")
-    return np.load(path, allow_pickle=False)
+    try:
+        feats = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(
+            f"{path}: not a readable features file ({exc.__class__.__name__}); re-run `aepipe extract`"
+        ) from None
+    if feats.ndim != 2 or feats.dtype.kind != "f":
+        raise DataError(
+            f"{path}: features must be a 2-D float array (got {feats.dtype} {feats.shape}); re-run `aepipe extract`"
+        )
+    if rows is not None and len(feats) != rows:
+        raise DataError(
+            f"{path}: {len(feats)} rows but the {split} split has {rows} images: the features come from "
+            "another dataset; re-run `aepipe extract` (dvc repro)"
+        )
+    return feats

@@ -6,6 +6,7 @@ Only labels are held in memory; images are copied block by block (``write_prepar
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,17 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker = NullTracker()) -
             "shape": list(raw.x.shape[1:]),
             "counts": counts,
             "test_split": "given" if raw.x_test is not None else "carved",
+            **({"label_map": raw.label_map} if raw.label_map else {}),
         },
     )
+    if raw.label_map:
+        shown = ", ".join(f"{k}->{v}" for k, v in list(raw.label_map.items())[:20])
+        more = f", ... ({len(raw.label_map)} classes)" if len(raw.label_map) > 20 else ""
+        print(
+            f"aepipe prepare: labels of {cfg.source} are not 0..K-1 with every class present; "
+            f"remapped (original -> class index): {shown}{more}; recorded as label_map in {Path(out_dir) / 'meta.json'}",
+            file=sys.stderr,
+        )
     tracker.log_params({f"data.{k}": v for k, v in cfg.model_dump().items()})
     tracker.log_metrics({f"n_{k}": v for k, v in counts.items()})
     tracker.set_tags({"aepipe.data_hash": meta["data_hash"], "aepipe.source_hash": raw.source_hash})
@@ -54,4 +64,5 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker = NullTracker()) -
         "counts": counts,
         "classes": len(raw.classes),
         "shape": meta["shape"],
+        **({"label_map": raw.label_map} if raw.label_map else {}),
     }

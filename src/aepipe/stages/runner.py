@@ -17,8 +17,13 @@ from aepipe.stages import STAGES
 
 
 def _data_hash(data_dir: str | Path | None) -> str | None:
+    """For the MLflow tag only: an unreadable meta.json is the stage's to report, clearly."""
     meta = Path(data_dir) / "meta.json" if data_dir else None
-    return json.loads(meta.read_text()).get("data_hash") if meta and meta.is_file() else None
+    try:
+        data = json.loads(meta.read_text()) if meta and meta.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return data.get("data_hash") if isinstance(data, dict) else None
 
 
 def run_stage(stage: str, params: Params, **paths: str | Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 from aepipe.config import Params
 from aepipe.data.prepared import load_prepared
 from aepipe.data.splits import labelled_subset
-from aepipe.errors import ModelError
+from aepipe.errors import DataError, ModelError
 from aepipe.io import sha256_file, write_csv, write_json
 from aepipe.models.heads import HEADS, HeadData
 from aepipe.models.io import WEIGHTS, head_spec, save_classifier
@@ -43,8 +43,14 @@ def run(
     _, y_train = ds.split("train")
     _, y_val = ds.split("val")
     picked = labelled_subset(y_train, cfg.labels_per_class, params.seed)
-    f_train = load_features(features_dir, "train")[picked]
-    f_val = load_features(features_dir, "val")
+    # memory-mapped: only the labelled rows are read (features of millions of images need not fit)
+    f_train = np.ascontiguousarray(load_features(features_dir, "train", len(y_train), mmap=True)[picked])
+    f_val = load_features(features_dir, "val", len(y_val))
+    if f_val.shape[1] != f_train.shape[1]:
+        raise DataError(
+            f"{features_dir}: train.npy has {f_train.shape[1]} features per image but val.npy has {f_val.shape[1]}; "
+            "they come from different runs: re-run `aepipe extract`"
+        )
 
     device = resolve_device(params.device)
     weights = Path(model_dir) / WEIGHTS

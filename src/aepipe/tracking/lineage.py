@@ -69,7 +69,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     except requests.RequestException as exc:
         raise TrackingError(
             f"MLflow tracking server {uri} is unreachable ({exc.__class__.__name__}); start it (`make ui`) or fix "
-            "MLFLOW_TRACKING_URI (unset it to use the local sqlite:///mlflow.db). Local outputs were left as they were."
+            "MLFLOW_TRACKING_URI (unset it to use the local sqlite:///mlflow.db)."
         ) from None
 
 
