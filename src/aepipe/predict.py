@@ -2,8 +2,8 @@
 
 Only what the project itself logs is loaded, and nothing from the model is executed: the model
 (from the registry, a run, or a local directory) must be the models-from-code pyfunc ``register``
-logs — an ``MLmodel`` with the single ``python_function`` flavor, loader ``mlflow.pyfunc.model``, a
-code file (never a pickled ``python_model``) and exactly the ``autoencoder`` and ``classifier``
+logs — an ``MLmodel`` with the single ``python_function`` flavor, loader ``mlflow.pyfunc.loaders.code_model``
+with aepipe's code file (never a pickled ``python_model``) and exactly the ``autoencoder`` and ``classifier``
 artifacts, which hold nothing but ``spec.json`` + ``weights.pt`` state dicts. The installed aepipe
 rebuilds the pair from those (``torch.load(weights_only=True)``); the code files bundled in the
 model directory are never imported. Anything else is refused before any of it is read as code.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from aepipe.errors import DataError, ModelError, TrackingError
 
 REMOTE = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
 WEIGHT_FILES = {"spec.json", "weights.pt"}
+CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
+CODE_FILES = {"pyfunc_model.py", "pyfunc_encoder.py"}  # aepipe.tracking's models-from-code entries
 REFUSED = "refused before anything in it was loaded"
 
 
@@ -82,14 +85,18 @@ def check_pair_model(model_dir: Path, uri: str) -> tuple[Path, Path]:
             f"aepipe predict loads only the pair model that `register` logs; {REFUSED}"
         )
     pf = flavors["python_function"]
-    if not isinstance(pf, dict) or pf.get("loader_module") != "mlflow.pyfunc.model":
-        raise ModelError(
-            f"{mlmodel}: not a pyfunc PythonModel (loader {pf.get('loader_module')!r}); {REFUSED}"
-        )
-    if pf.get("python_model") or not pf.get("model_code_path"):
+    if not isinstance(pf, dict):
+        raise ModelError(f"{mlmodel}: python_function flavor is not a mapping; {REFUSED}")
+    if pf.get("python_model") or pf.get("loader_module") == "mlflow.pyfunc.model":
         raise ModelError(
             f"{mlmodel}: a pickled python_model ({pf.get('python_model')!r}), not aepipe's models-from-code "
             f"pyfunc; aepipe never unpickles a model; {REFUSED}"
+        )
+    code_file = Path(str(pf.get("model_code_path") or "")).name
+    if pf.get("loader_module") != CODE_LOADER or code_file not in CODE_FILES:
+        raise ModelError(
+            f"{mlmodel}: loader {pf.get('loader_module')!r} with code {code_file or 'none'!r}; an aepipe model "
+            f"is the models-from-code pyfunc ({CODE_LOADER}, {' or '.join(sorted(CODE_FILES))}); {REFUSED}"
         )
     artifacts = pf.get("artifacts") or {}
     if set(artifacts) == {"autoencoder"}:
@@ -135,9 +142,14 @@ def load_pair_model(uri: str, workdir: str) -> tuple[Any, list[str]]:
             )
     ae_dir, clf_dir = check_pair_model(model_dir, uri)
     try:
-        pair, spec = load_pair(ae_dir, clf_dir, "cpu")
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a refused file
+            warnings.simplefilter("ignore")
+            pair, spec = load_pair(ae_dir, clf_dir, "cpu")
     except ModelError as exc:
-        raise ModelError(f"{uri}: {exc}") from None
+        first = str(exc).splitlines()[0]
+        raise ModelError(
+            f"{uri}: {first[:400]} — only plain state dicts are loaded (weights_only); {REFUSED}"
+        ) from None
     classes = spec.get("classes")
     if not isinstance(classes, list) or len(classes) != int(spec.get("n_classes", -1)):
         raise ModelError(f"{clf_dir / 'spec.json'}: no class names for its {spec.get('n_classes')} classes")

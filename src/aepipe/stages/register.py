@@ -153,6 +153,11 @@ def run(
             if k in ("aepipe.git_commit", "aepipe.git_dirty", "mlflow.source.git.commit")
         },
     }
+    labels = params.classifier.labels_per_class
+    client.update_run(  # readable in "Compare": what this candidate is
+        run_id,
+        name=f"register {params.model.name}+{head['head']} labels={'all' if labels is None else labels}",
+    )
     predictions, val_loss = _predictions(params, ds, model_dir, classifier_dir)
     # params and metrics go on the run BEFORE the models are logged: MLflow 3 copies them onto
     # the LoggedModels, and the registered version's source run shows them in "Compare".

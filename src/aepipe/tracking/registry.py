@@ -45,6 +45,7 @@ PAIR_VERSION_TAG = "aepipe.pair_version"
 LAST_REGISTRATION_TAG = "aepipe.last_registration"  # on the registered model: what the last run did
 PREDICTIONS = "review/test_predictions.csv"  # per-image test predictions the promotion gate pairs
 TIE_BREAK = "val_loss"
+ROOT_REVIEW = ("confusion.png", "misclassified.png", "model_card.md")
 VERSION_METRICS = (
     "test_accuracy",
     "test_macro_f1",
@@ -223,6 +224,11 @@ def log_candidate(
         )
     if review_dir is not None:
         client.log_artifacts(run_id, str(review_dir), "review")
+        # MLflow's "Compare" (runs) previews only files at the artifact root: put the ones a
+        # reviewer compares side by side there too, under the same names in every run
+        for name in ROOT_REVIEW:
+            if (Path(review_dir) / name).is_file():
+                client.log_artifact(run_id, str(Path(review_dir) / name))
     hashes = {
         PAIR_HASH_TAG: pair_hash(autoencoder_dir, classifier_dir),
         CANDIDATE_TAG: pair_id,
