@@ -161,9 +161,10 @@ def status_text(report: dict[str, Any]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace, params: Any) -> Any:
-    from aepipe.predict import predict, remote_uri
+    from aepipe.predict import check_inputs, predict, remote_uri
     from aepipe.tracking.lineage import client
 
+    check_inputs(args.images)
     if remote_uri(args.model):
         client(existing_store=True)  # tracking URI + fast failure when the server is down
     rows = predict(args.model, args.images)

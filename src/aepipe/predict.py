@@ -156,6 +156,20 @@ def load_pair_model(uri: str, workdir: str) -> tuple[Any, list[str]]:
     return pair, [str(c) for c in classes]
 
 
+def check_inputs(paths: list[str]) -> None:
+    """Each input is an existing regular file (checked before the model is fetched or loaded)."""
+    if not paths:
+        raise DataError("no images given")
+    for p in map(Path, paths):
+        real = _checked_path(p, "the input")
+        if real.is_dir():
+            raise DataError(f"{p}: a directory; pass image files, .npy or .npz (e.g. {p}/*.png)")
+        if not real.is_file():
+            raise DataError(f"{p}: not a regular file; pass image files, .npy or .npz")
+        if p.suffix.lower() == ".npy":  # the header alone says whether it is a pickled object array
+            _array_images(p, lambda arr, path, key: arr, mmap=True)
+
+
 def load_images(paths: list[str], shape: tuple[int, int, int]) -> tuple[list[str], np.ndarray]:
     """Image files (resized to the model's H×W, converted to its channels), .npy or .npz arrays."""
     from PIL import Image, UnidentifiedImageError
@@ -165,12 +179,8 @@ def load_images(paths: list[str], shape: tuple[int, int, int]) -> tuple[list[str
     c, h, w = shape
     names: list[str] = []
     arrays: list[np.ndarray] = []
+    check_inputs(paths)
     for p in map(Path, paths):
-        real = _checked_path(p, "the input")
-        if real.is_dir():
-            raise DataError(f"{p}: a directory; pass image files, .npy or .npz (e.g. {p}/*.png)")
-        if not real.is_file():
-            raise DataError(f"{p}: not a regular file; pass image files, .npy or .npz")
         if p.suffix.lower() in (".npz", ".npy"):
             x = _array_images(p, _images_from_array)
             if x.shape[1:] != shape:
@@ -195,11 +205,11 @@ def load_images(paths: list[str], shape: tuple[int, int, int]) -> tuple[list[str
     return names, np.ascontiguousarray(np.concatenate(arrays))
 
 
-def _array_images(p: Path, convert: Any) -> np.ndarray:
+def _array_images(p: Path, convert: Any, mmap: bool = False) -> np.ndarray:
     """Images from .npy (the array) or .npz (key x, x_test or images); never unpickled."""
     try:
         if p.suffix.lower() == ".npy":
-            return convert(np.load(p, allow_pickle=False), p, "array")
+            return convert(np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None), p, "array")
         with np.load(p, allow_pickle=False) as npz:
             key = next((k for k in ("x", "x_test", "images") if k in npz.files), None)
             if key is None:
@@ -216,6 +226,7 @@ def _array_images(p: Path, convert: Any) -> np.ndarray:
 
 
 def predict(model_uri: str, paths: list[str]) -> list[dict[str, Any]]:
+    check_inputs(paths)
     with tempfile.TemporaryDirectory(prefix="aepipe-predict-") as workdir:
         pair, classes = load_pair_model(model_uri, workdir)
     names, x = load_images(paths, tuple(pair.autoencoder.spec.input_shape))
