@@ -181,7 +181,7 @@ def run(
             predictions,
             Path(review),
         )
-        logged = registry.log_candidate(
+        registry.log_candidate(
             client, run_id, model_dir, classifier_dir, x_test[:2].copy(), feature_dim, tags, review
         )
 
@@ -190,9 +190,7 @@ def run(
     )
     if select == "current":
         pool = [c for c in pool if c.run_id == run_id]
-    result = _register_best(client, pool, params, out_path, this_run=run_id, logged=logged)
-    result["val_loss"] = val_loss
-    return result
+    return _register_best(client, pool, params, out_path, this_run=run_id, extra={"val_loss": val_loss})
 
 
 def run_best(params: Params, data_hash: str, out_path: str | Path) -> dict[str, Any]:
@@ -206,7 +204,7 @@ def run_best(params: Params, data_hash: str, out_path: str | Path) -> dict[str, 
             f"MLflow experiment {params.mlflow.experiment!r} does not exist; run the pipeline first"
         )
     pool = registry.candidates(client, exp.experiment_id, data_hash, params.mlflow.selection_metric)
-    return _register_best(client, pool, params, out_path, this_run=None, logged=None)
+    return _register_best(client, pool, params, out_path, this_run=None)
 
 
 def _outcome(reg: registry.Registered, best: registry.Candidate, this: registry.Candidate | None) -> str:
@@ -222,7 +220,12 @@ def _outcome(reg: registry.Registered, best: registry.Candidate, this: registry.
 
 
 def _register_best(
-    client: Any, pool: list, params: Params, out_path: str | Path, this_run: str | None, logged: dict | None
+    client: Any,
+    pool: list,
+    params: Params,
+    out_path: str | Path,
+    this_run: str | None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     cfg = params.mlflow
     if not pool:
@@ -270,6 +273,7 @@ def _register_best(
         "candidates": len(pool),
         "encoder_version": reg.encoder_version,
         "model_uri": f"models:/{reg.name}/{reg.version}",
+        **(extra or {}),
     }
     registry.record_last_registration(
         client,
