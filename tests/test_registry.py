@@ -163,6 +163,17 @@ def test_selection_registers_best_validation_once(world, client) -> None:
         assert f"review/{name}" in arts, arts
     card = Path(client.download_artifacts(mv["run_id"], "review/model_card.md")).read_text()
     assert "## Label efficiency" in card and "## Limitations" in card and "| 0 |" in card
+    # the card tells the truth: vae_joint (the default) pretrains WITH labels; only its options
+    assert "vae_joint** autoencoder, pretrained on the training split WITH labels" in card
+    assert "`model.vae_joint.lam`" in card and "model.mae." not in card and "classifier.mlp." not in card
+    # the version's source run and its LoggedModel hold the effective params and the metrics
+    source = client.get_run(mv["run_id"])
+    assert source.data.params["model.name"] == "vae_joint" and "model.vae.beta" not in source.data.params
+    assert {"test_accuracy", "val_accuracy", "val_loss"} <= set(source.data.metrics)
+    logged = client.get_logged_model(source.data.tags["aepipe.candidate_model_id"])
+    assert logged.params["model.name"] == "vae_joint"
+    assert {"test_accuracy", "val_loss"} <= {m.key for m in logged.metrics}
+    assert {"confusion.png", "model_card.md"} <= {a.path for a in client.list_artifacts(mv["run_id"])}
 
     # the encoder is registered on its own and yields features
     import mlflow
