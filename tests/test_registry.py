@@ -265,6 +265,15 @@ def test_cli_promote_refusal_exit_code_and_predict(
         pass
     if champion_before is None:
         assert main(["promote"]) == 0
+        # right after: no challenger, and promote says what the last registration did
+        capsys.readouterr()
+        assert main(["promote"]) == 2
+        err = capsys.readouterr().err
+        assert "no 'challenger' alias: the last registration" in err and "run the pipeline" not in err, err
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    shown = capsys.readouterr().out
+    assert f"{NAME}: " in shown and "champion -> v" in shown and f"{NAME}-encoder: " in shown, shown
     ds = load_prepared(world["root"] / "data")
     x, y = ds.split("test")
     for i in range(3):
