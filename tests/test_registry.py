@@ -358,7 +358,7 @@ def test_new_classifier_on_a_registered_encoder(world, client, tmp_path: Path) -
     from aepipe.errors import ConfigError, ModelError
     from aepipe.models.io import load_autoencoder
 
-    uri = f"models:/{NAME}-encoder@challenger"
+    uri = f"models:/{NAME}-encoder@champion"  # the README's promise: it follows `aepipe promote`
     p = parse_params(
         {
             "pretrain": {"epochs": 0, "init_from": uri},
@@ -369,7 +369,9 @@ def test_new_classifier_on_a_registered_encoder(world, client, tmp_path: Path) -
     result = pretrain.run(
         p, world["root"] / "data", tmp_path / "ae", tmp_path / "pretrain.json", tmp_path / "plots"
     )
-    enc_version = client.get_model_version_by_alias(f"{NAME}-encoder", "challenger").version
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    enc_version = client.get_model_version_by_alias(f"{NAME}-encoder", "champion").version
+    assert champion.tags["aepipe.encoder_version"] == str(enc_version)
     assert result["init_from"] == f"models:/{NAME}-encoder/{enc_version}"
     reused, original = load_autoencoder(tmp_path / "ae"), load_autoencoder(world["root"] / "ae")
     x = torch.rand(4, 1, 8, 8)
