@@ -665,3 +665,145 @@ if __name__ == "__main__":
             setup_case(case, ws)
             code, msg = run_case(case, ws)
             print(f"| {case.name} | exit {code}: `{msg.replace('|', '/')}` |")
+
+
+# --- Registry, promotion and predict (issue 12) -------------------------------------------------
+# Commands other than the stages: each case builds its set-up under the case dir and gives the
+# argv and the working directory; the message must name the path and the fix, and nothing (no
+# mlflow.db, no outputs) may be created.
+
+
+@dataclass
+class CommandCase:
+    name: str
+    build: Callable[[Path], tuple[list[str], Path]]  # -> (argv after `aepipe`, working directory)
+    expect: list[str]
+    command: str
+
+
+def _fake_model(d: Path, artifacts: dict[str, str]) -> Path:
+    """An MLmodel shaped like aepipe's models-from-code pyfunc (refusals happen before any load)."""
+    import yaml
+
+    model = d / "model"
+    for rel in artifacts.values():
+        (model / rel).mkdir(parents=True, exist_ok=True)
+    flavor = {
+        "loader_module": "mlflow.pyfunc.loaders.code_model",
+        "model_code_path": "pyfunc_encoder.py",
+        "artifacts": {k: {"path": v} for k, v in artifacts.items()},
+    }
+    (model / "MLmodel").write_text(yaml.safe_dump({"flavors": {"python_function": flavor}}))
+    return model
+
+
+def _png(d: Path) -> Path:
+    Image.new("L", (8, 8), 0).save(d / "img.png")
+    return d / "img.png"
+
+
+def _loop(d: Path) -> Path:
+    (d / "loop.png").symlink_to(d / "loop.png")
+    return d / "loop.png"
+
+
+def _objects_npy(d: Path) -> Path:
+    np.save(d / "objects.npy", np.array([1, "x"], dtype=object), allow_pickle=True)
+    return d / "objects.npy"
+
+
+def _subdir(d: Path) -> Path:
+    (d / "dvc.yaml").write_text("stages: {}\n")
+    (d / "src").mkdir()
+    return d / "src"
+
+
+def _in_subdir(d: Path, *argv: str) -> tuple[list[str], Path]:
+    """From <project>/src with --params ../params.yaml: the store is the project's, not src/'s."""
+    return ["--params", "../params.yaml", *argv], _subdir(d)
+
+
+COMMAND_CASES = [
+    CommandCase(
+        "predict on a directory",
+        lambda d: (
+            ["predict", "--model", str(_fake_model(d, {"autoencoder": "a", "classifier": "c"})), str(d)],
+            d,
+        ),
+        ["a directory", "pass image files, .npy or .npz"],
+        "predict",
+    ),
+    CommandCase(
+        "predict on a symlink loop",
+        lambda d: (["predict", "--model", "models:/m@champion", str(_loop(d))], d),
+        ["loop.png", "symlink loop"],
+        "predict",
+    ),
+    CommandCase(
+        "predict on a .npy of pickled objects",
+        lambda d: (
+            [
+                "predict",
+                "--model",
+                str(_fake_model(d, {"autoencoder": "a", "classifier": "c"})),
+                str(_objects_npy(d)),
+            ],
+            d,
+        ),
+        ["objects.npy", "pickled (object) arrays", "refused"],
+        "predict",
+    ),
+    CommandCase(
+        "predict with the encoder-only model",
+        lambda d: (["predict", "--model", str(_fake_model(d, {"autoencoder": "a"})), str(_png(d))], d),
+        ["encoder-only model", "models:/aepipe-digits@champion"],
+        "predict",
+    ),
+    CommandCase(
+        "predict with a models:/ URI and no MLflow store",
+        lambda d: (["predict", "--model", "models:/aepipe-digits@champion", str(_png(d))], d),
+        ["no MLflow store at", "MLFLOW_TRACKING_URI"],
+        "predict",
+    ),
+    CommandCase(
+        "promote from a subdirectory of a project without a store",
+        lambda d: _in_subdir(d, "promote"),
+        ["no MLflow store at", "mlflow.db", "dvc repro"],
+        "promote",
+    ),
+    CommandCase(
+        "status without a store",
+        lambda d: _in_subdir(d, "status"),
+        ["no MLflow store at", "MLFLOW_TRACKING_URI"],
+        "status",
+    ),
+    CommandCase(
+        "rollback without a store",
+        lambda d: _in_subdir(d, "rollback"),
+        ["no MLflow store at"],
+        "rollback",
+    ),
+]
+
+
+def run_command_case(case: CommandCase, d: Path) -> tuple[int, str]:
+    """Run ``aepipe ARGV`` in-process from the case's working directory with no tracking URI set."""
+    import contextlib
+    import io
+
+    from aepipe.cli import main
+
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "params.yaml").write_text("seed: 0\n")
+    argv, cwd = case.build(d)
+    old_uri, old_cwd = os.environ.pop("MLFLOW_TRACKING_URI", None), os.getcwd()
+    err = io.StringIO()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+    finally:
+        os.chdir(old_cwd)
+        if old_uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = old_uri
+    return code, err.getvalue().strip()

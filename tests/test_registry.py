@@ -163,6 +163,17 @@ def test_selection_registers_best_validation_once(world, client) -> None:
         assert f"review/{name}" in arts, arts
     card = Path(client.download_artifacts(mv["run_id"], "review/model_card.md")).read_text()
     assert "## Label efficiency" in card and "## Limitations" in card and "| 0 |" in card
+    # the card tells the truth: vae_joint (the default) pretrains WITH labels; only its options
+    assert "vae_joint** autoencoder, pretrained on the training split WITH labels" in card
+    assert "`model.vae_joint.lam`" in card and "model.mae." not in card and "classifier.mlp." not in card
+    # the version's source run and its LoggedModel hold the effective params and the metrics
+    source = client.get_run(mv["run_id"])
+    assert source.data.params["model.name"] == "vae_joint" and "model.vae.beta" not in source.data.params
+    assert {"test_accuracy", "val_accuracy", "val_loss"} <= set(source.data.metrics)
+    logged = client.get_logged_model(source.data.tags["aepipe.candidate_model_id"])
+    assert logged.params["model.name"] == "vae_joint"
+    assert {"test_accuracy", "val_loss"} <= {m.key for m in logged.metrics}
+    assert {"confusion.png", "model_card.md"} <= {a.path for a in client.list_artifacts(mv["run_id"])}
 
     # the encoder is registered on its own and yields features
     import mlflow
@@ -254,6 +265,15 @@ def test_cli_promote_refusal_exit_code_and_predict(
         pass
     if champion_before is None:
         assert main(["promote"]) == 0
+        # right after: no challenger, and promote says what the last registration did
+        capsys.readouterr()
+        assert main(["promote"]) == 2
+        err = capsys.readouterr().err
+        assert "no 'challenger' alias: the last registration" in err and "run the pipeline" not in err, err
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    shown = capsys.readouterr().out
+    assert f"{NAME}: " in shown and "champion -> v" in shown and f"{NAME}-encoder: " in shown, shown
     ds = load_prepared(world["root"] / "data")
     x, y = ds.split("test")
     for i in range(3):
@@ -338,7 +358,7 @@ def test_new_classifier_on_a_registered_encoder(world, client, tmp_path: Path) -
     from aepipe.errors import ConfigError, ModelError
     from aepipe.models.io import load_autoencoder
 
-    uri = f"models:/{NAME}-encoder@challenger"
+    uri = f"models:/{NAME}-encoder@champion"  # the README's promise: it follows `aepipe promote`
     p = parse_params(
         {
             "pretrain": {"epochs": 0, "init_from": uri},
@@ -349,7 +369,9 @@ def test_new_classifier_on_a_registered_encoder(world, client, tmp_path: Path) -
     result = pretrain.run(
         p, world["root"] / "data", tmp_path / "ae", tmp_path / "pretrain.json", tmp_path / "plots"
     )
-    enc_version = client.get_model_version_by_alias(f"{NAME}-encoder", "challenger").version
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    enc_version = client.get_model_version_by_alias(f"{NAME}-encoder", "champion").version
+    assert champion.tags["aepipe.encoder_version"] == str(enc_version)
     assert result["init_from"] == f"models:/{NAME}-encoder/{enc_version}"
     reused, original = load_autoencoder(tmp_path / "ae"), load_autoencoder(world["root"] / "ae")
     x = torch.rand(4, 1, 8, 8)

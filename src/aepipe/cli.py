@@ -81,7 +81,7 @@ def cmd_register_best(args: argparse.Namespace, params: Any) -> dict[str, Any]:
     from aepipe.stages.register import run_best
     from aepipe.tracking.lineage import client
 
-    client()
+    client(existing_store=True)
     data_hash = args.data_hash or _prepared_hash(args.data)
     return run_best(params, data_hash, args.out)
 
@@ -99,14 +99,18 @@ def cmd_promote(args: argparse.Namespace, params: Any) -> dict[str, Any]:
     cfg = params.mlflow
     margin = cfg.promotion_margin if args.margin is None else args.margin
     d = promote(
-        client(),
+        client(existing_store=True),
         args.name or cfg.model_name,
         cfg.promotion_metric,
         margin,
         args.version,
         args.force,
         args.reason,
+        alpha=cfg.promotion_alpha,
+        experiment=cfg.experiment,
     )
+    for note in d.repaired:
+        print(f"aepipe promote: repaired: {note}", file=sys.stderr)
     if not d.promoted:
         print(f"aepipe promote: {d.message}", file=sys.stderr)
         raise SystemExit(1 if d.message.startswith("refused") else 0)
@@ -115,6 +119,7 @@ def cmd_promote(args: argparse.Namespace, params: Any) -> dict[str, Any]:
         "champion": d.version,
         "previous_champion": d.previous,
         "message": d.message,
+        "gate": (d.gate or {}).get("tags"),
     }
 
 
@@ -122,16 +127,59 @@ def cmd_rollback(args: argparse.Namespace, params: Any) -> dict[str, Any]:
     from aepipe.tracking.lineage import client
     from aepipe.tracking.promotion import rollback
 
-    d = rollback(client(), args.name or params.mlflow.model_name, args.reason)
+    d = rollback(client(existing_store=True), args.name or params.mlflow.model_name, args.reason)
+    for note in d.repaired:
+        print(f"aepipe rollback: repaired: {note}", file=sys.stderr)
     return {"champion": d.version, "rolled_back_from": d.previous, "message": d.message}
 
 
+def cmd_status(args: argparse.Namespace, params: Any) -> Any:
+    from aepipe.tracking.lineage import client
+    from aepipe.tracking.promotion import status
+
+    report = status(client(existing_store=True), args.name or params.mlflow.model_name, args.history)
+    for warning in report["warnings"]:
+        print(f"aepipe status: WARNING: {warning}", file=sys.stderr)
+    if args.json:
+        return report
+    print(status_text(report))
+    return None
+
+
+def status_text(report: dict[str, Any]) -> str:
+    def fmt(held: dict[str, str]) -> str:
+        return ", ".join(f"{a} -> v{v}" for a, v in sorted(held.items())) or "(none)"
+
+    lines = [
+        f"{report['model']}: {fmt(report['aliases'])}",
+        f"{report['model']}-encoder: {fmt(report['encoder_aliases'])}",
+    ]
+    last = report["last_registration"]
+    if last:
+        lines.append(f"last registration ({last.get('at')}): {last.get('outcome')}")
+    for w in report["warnings"]:
+        lines.append(f"WARNING: {w}")
+    for v in report["versions"]:
+        alias = f" [{', '.join(v['aliases'])}]" if v["aliases"] else ""
+        pending = "" if v["registration"] == "complete" else f" (registration {v['registration']})"
+        lines.append(
+            f"v{v['version']}{alias}{pending}: {v['variant']}+{v['head']} labels={v['labels_used']} "
+            f"val_accuracy={v['val_accuracy']} test_accuracy={v['test_accuracy']} run={(v['source_run'] or '')[:8]}"
+        )
+        if v["gate"]:
+            lines.append(f"    gate: {v['gate'].get('result')}: {v['gate'].get('summary', '')}")
+        for key, value in sorted((v["audit"] or {}).items()):
+            lines.append(f"    {key}: {value}")
+    return "\n".join(lines)
+
+
 def cmd_predict(args: argparse.Namespace, params: Any) -> Any:
-    from aepipe.predict import predict
+    from aepipe.predict import check_inputs, predict, remote_uri
     from aepipe.tracking.lineage import client
 
-    if args.model.startswith(("models:/", "runs:/")):
-        client()  # tracking URI + fast failure when the server is down
+    check_inputs(args.images)
+    if remote_uri(args.model):
+        client(existing_store=True)  # tracking URI + fast failure when the server is down
     rows = predict(args.model, args.images)
     if args.json:
         return rows
@@ -242,10 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="why; recorded on the demoted version")
     p.set_defaults(fn=cmd_rollback)
 
-    p = sub.add_parser("predict", help="classify PNG/JPEG files or .npz arrays with a model")
-    p.add_argument("--model", required=True, help="model URI, e.g. models:/aepipe-digits@champion")
+    p = sub.add_parser("status", help="aliases, gate results and the audit trail of the registered model")
+    p.add_argument("--name", help="registered model (default: mlflow.model_name)")
+    p.add_argument("--history", type=int, default=10, help="how many recent versions to list (default: 10)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("predict", help="classify PNG/JPEG files, .npy or .npz arrays with a model")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="models:/NAME@ALIAS, models:/NAME/N, runs:/RUN/model, or a local directory of an aepipe pair model",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
-    p.add_argument("images", nargs="+", help="image files or .npz")
+    p.add_argument("images", nargs="+", help="image files, .npy (N×C×H×W uint8) or .npz (key x)")
     p.set_defaults(fn=cmd_predict)
     add("params", cmd_params, "validate params.yaml and print the flattened values")
     from aepipe.pipeline_cli import add_pipeline_commands
@@ -276,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         result = args.fn(args, params)
     except AepipeError as exc:
         print(f"aepipe {args.command}: error: {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", []):  # e.g. a stage run MLflow could not close
+            print(f"aepipe {args.command}: {note}", file=sys.stderr)
         return 2
     except SystemExit as exc:
         return int(exc.code or 0)

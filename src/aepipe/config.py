@@ -254,6 +254,12 @@ class MlflowConfig(Section):
     promotion_margin: float = Field(
         0.0, ge=0.0, le=1.0, description="how much better than the champion a challenger must be"
     )
+    promotion_alpha: float = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="the gate's paired exact McNemar test must give p <= alpha (1.0 = margin only)",
+    )
 
     @field_validator("model_name", "alias")
     @classmethod

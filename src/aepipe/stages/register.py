@@ -3,6 +3,11 @@ best candidate of the experiment (by the VALIDATION metric) as the new challenge
 
 ``select="current"`` registers this execution's pair whatever its rank; ``run_best`` selects
 among existing candidates without logging a new one (``aepipe register --best``).
+
+The register run is what a registered version links to, so it holds what a reviewer compares in
+MLflow's UI: the effective params (the chosen variant's and head's options only), the metrics
+(validation loss included: it breaks ties), and the review pack under stable names
+(``review/confusion.png``, ``review/model_card.md``, ``review/test_predictions.csv``, ...).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 from aepipe.config import Params
 from aepipe.data.prepared import load_prepared
 from aepipe.errors import TrackingError
-from aepipe.io import read_json, write_json
+from aepipe.io import read_json, write_csv, write_json
 from aepipe.models.io import SPEC
 from aepipe.tracking import registry
 from aepipe.tracking.review import description, model_card
@@ -44,28 +49,54 @@ def _review_pack(
     params: Params,
     meta: dict,
     metrics: dict[str, dict],
-    head: dict,
     summary: dict,
     plots_dir: Path | None,
     efficiency: list,
+    predictions: list[dict[str, int]],
     dest: Path,
 ) -> None:
+    from aepipe.tracking.lineage import effective_params
+
     if plots_dir is not None and plots_dir.is_dir():
         for f in sorted(plots_dir.iterdir()):
             if f.suffix in (".png", ".csv"):
                 shutil.copy2(f, dest / f.name)
     for name, data in metrics.items():
         (dest / name).write_text(json.dumps(data, indent=2, sort_keys=True))
+    write_csv(dest / Path(registry.PREDICTIONS).name, predictions)
     card = model_card(
         summary,
         meta,
-        params.flat(),
+        effective_params(params),
         metrics["eval.json"],
         metrics.get("train.json", {}),
         metrics.get("pretrain.json", {}),
         efficiency,
     )
     (dest / "model_card.md").write_text(card)
+
+
+def _predictions(
+    params: Params, ds: Any, model_dir: str | Path, classifier_dir: str | Path
+) -> tuple[list[dict[str, int]], float]:
+    """Per-image test predictions of this pair (what the promotion gate pairs) and its validation
+    log-loss (what breaks a tie on the selection metric)."""
+    import torch
+    from sklearn.metrics import log_loss
+
+    from aepipe.models.io import load_pair
+    from aepipe.training.device import resolve_device
+
+    device = resolve_device(params.device)
+    pair, _ = load_pair(model_dir, classifier_dir, device)
+    bs = params.evaluate.batch_size
+    with torch.inference_mode():
+        x_val, y_val = ds.split("val")
+        val_loss = float(log_loss(y_val, pair.predict_proba(x_val, bs), labels=list(range(len(ds.classes)))))
+        x_test, y_test = ds.split("test")
+        pred = pair.predict_proba(x_test, bs).argmax(1)
+    rows = [{"index": i, "label": int(a), "prediction": int(p)} for i, (a, p) in enumerate(zip(y_test, pred))]
+    return rows, val_loss
 
 
 def run(
@@ -80,6 +111,9 @@ def run(
     select: str = "best",
 ) -> dict[str, Any]:
     from mlflow import MlflowClient
+
+    from aepipe.models import REGISTRY
+    from aepipe.tracking.lineage import effective_params
 
     cfg = params.mlflow
     ds = load_prepared(data_dir, mmap=True)
@@ -96,6 +130,7 @@ def run(
     head = read_json(Path(classifier_dir) / SPEC, "classifier spec")
     client = MlflowClient()
     run = client.get_run(run_id)
+    uses_labels = bool(getattr(REGISTRY[params.model.name].module, "uses_labels", False))
     summary = {
         "name": cfg.model_name,
         "variant": params.model.name,
@@ -103,6 +138,7 @@ def run(
         "dataset": ds.meta["source"],
         "data_hash": ds.meta["data_hash"],
         "labels_used": int(head.get("labels_used", 0)),
+        "pretrain_uses_labels": uses_labels,
     }
     tags = {
         "aepipe.data_hash": ds.meta["data_hash"],
@@ -110,17 +146,27 @@ def run(
         "aepipe.variant": params.model.name,
         "aepipe.head": head["head"],
         "aepipe.labels_used": str(summary["labels_used"]),
+        "aepipe.pretrain_uses_labels": str(uses_labels).lower(),
         **{
             k: v
             for k, v in run.data.tags.items()
             if k in ("aepipe.git_commit", "aepipe.git_dirty", "mlflow.source.git.commit")
         },
     }
-    client.log_batch(
+    labels = params.classifier.labels_per_class
+    client.update_run(  # readable in "Compare": what this candidate is
         run_id,
-        metrics=[_metric(k, v) for k, v in evaluation.items() if isinstance(v, (int, float))],
-        synchronous=True,
+        name=f"register {params.model.name}+{head['head']} labels={'all' if labels is None else labels}",
     )
+    predictions, val_loss = _predictions(params, ds, model_dir, classifier_dir)
+    # params and metrics go on the run BEFORE the models are logged: MLflow 3 copies them onto
+    # the LoggedModels, and the registered version's source run shows them in "Compare".
+    from aepipe.tracking.tracker import MlflowTracker
+
+    tracker = MlflowTracker(client, run_id)
+    tracker.log_params(effective_params(params))
+    numbers = {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tracker.log_metrics({**numbers, registry.TIE_BREAK: val_loss})
     efficiency = _label_efficiency(client, run.info.experiment_id, ds.meta["data_hash"], params.model.name)
     x_test, _ = ds.split("test")
     feature_dim = int(head["in_dim"])
@@ -129,14 +175,14 @@ def run(
             params,
             ds.meta,
             metrics,
-            head,
             summary,
             Path(plots_dir) if plots_dir else None,
             efficiency,
+            predictions,
             Path(review),
         )
-        logged = registry.log_candidate(
-            run_id, model_dir, classifier_dir, x_test[:2].copy(), feature_dim, tags, review
+        registry.log_candidate(
+            client, run_id, model_dir, classifier_dir, x_test[:2].copy(), feature_dim, tags, review
         )
 
     pool = registry.candidates(
@@ -144,7 +190,7 @@ def run(
     )
     if select == "current":
         pool = [c for c in pool if c.run_id == run_id]
-    return _register_best(client, pool, params, out_path, this_run=run_id, logged=logged)
+    return _register_best(client, pool, params, out_path, this_run=run_id, extra={"val_loss": val_loss})
 
 
 def run_best(params: Params, data_hash: str, out_path: str | Path) -> dict[str, Any]:
@@ -158,11 +204,28 @@ def run_best(params: Params, data_hash: str, out_path: str | Path) -> dict[str, 
             f"MLflow experiment {params.mlflow.experiment!r} does not exist; run the pipeline first"
         )
     pool = registry.candidates(client, exp.experiment_id, data_hash, params.mlflow.selection_metric)
-    return _register_best(client, pool, params, out_path, this_run=None, logged=None)
+    return _register_best(client, pool, params, out_path, this_run=None)
+
+
+def _outcome(reg: registry.Registered, best: registry.Candidate, this: registry.Candidate | None) -> str:
+    """One sentence on what happened to the registry, for the record and for `aepipe promote`."""
+    if reg.status == "created":
+        return f"registered version {reg.version} with alias {reg.alias} ({reg.reason})"
+    if reg.status == "completed":
+        return f"finished the interrupted registration of version {reg.version} ({'; '.join(reg.steps)})"
+    if this is not None and this.pair_hash == best.pair_hash:
+        return f"this run's pair is already version {reg.version}; aliases left as they were"
+    mine = f" (this run: {this.metric:.4f})" if this is not None else ""
+    return f"kept version {reg.version}, the best candidate: {reg.reason}{mine}; aliases left as they were"
 
 
 def _register_best(
-    client: Any, pool: list, params: Params, out_path: str | Path, this_run: str | None, logged: dict | None
+    client: Any,
+    pool: list,
+    params: Params,
+    out_path: str | Path,
+    this_run: str | None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     cfg = params.mlflow
     if not pool:
@@ -171,6 +234,8 @@ def _register_best(
             "run the pipeline (dvc repro) first"
         )
     best = pool[0]
+    this = next((c for c in pool if c.run_id == this_run), None)
+    reason = registry.selection_note(pool, cfg.selection_metric, this_run)
     champ = registry.champion(client, cfg.model_name, cfg.promotion_metric)
     text = description(
         {
@@ -179,6 +244,7 @@ def _register_best(
             "dataset": best.tags.get("aepipe.dataset", "?"),
             "data_hash": best.tags.get("aepipe.data_hash", ""),
             "labels_used": best.tags.get("aepipe.labels_used", "?"),
+            "pretrain_uses_labels": best.tags.get("aepipe.pretrain_uses_labels") == "true",
         },
         {
             k: best.metrics.get(k, float("nan"))
@@ -187,13 +253,18 @@ def _register_best(
         | {cfg.promotion_metric: best.metrics.get(cfg.promotion_metric, float("nan"))},
         champ,
         cfg.promotion_metric,
+        selection=reason,
     )
-    reg = registry.register(client, best, cfg.model_name, cfg.alias, text)
+    reg = registry.register(client, best, cfg.model_name, cfg.alias, text, reason)
+    outcome = _outcome(reg, best, this)
     result = {
         "model_name": reg.name,
         "version": reg.version,
-        "alias": reg.alias if reg.created else None,
+        "alias": reg.alias,
         "created": reg.created,
+        "status": reg.status,
+        "outcome": outcome,
+        "selection": reason,
         "selected_run_id": best.run_id,
         "this_run_id": this_run,
         "this_run_selected": best.run_id == this_run,
@@ -202,14 +273,12 @@ def _register_best(
         "candidates": len(pool),
         "encoder_version": reg.encoder_version,
         "model_uri": f"models:/{reg.name}/{reg.version}",
+        **(extra or {}),
     }
+    registry.record_last_registration(
+        client,
+        cfg.model_name,
+        {k: result[k] for k in ("version", "status", "outcome", "this_run_id", "selected_run_id")},
+    )
     write_json(out_path, result)
     return result
-
-
-def _metric(key: str, value: float) -> Any:
-    import time
-
-    from mlflow.entities import Metric
-
-    return Metric(key, float(value), int(time.time() * 1000), 0)

@@ -15,6 +15,19 @@ from aepipe.config import Params
 from aepipe.errors import AepipeError
 from aepipe.stages import STAGES
 
+# Metrics a stage's result may hold that also go on the execution's parent run, so the experiment
+# table (one row per execution) can be sorted and compared by them.
+PARENT_METRICS = (
+    "test_accuracy",
+    "test_macro_f1",
+    "val_accuracy",
+    "val_macro_f1",
+    "val_loss",
+    "test_recon_mse",
+    "final_train_loss",
+    "final_val_loss",
+)
+
 
 def _data_hash(data_dir: str | Path | None) -> str | None:
     """For the MLflow tag only: an unreadable meta.json is the stage's to report, clearly."""
@@ -49,6 +62,14 @@ def run_stage(stage: str, params: Params, **paths: str | Path) -> dict[str, Any]
             result = module.run(params, **paths, tracker=tracker)
         if stage == "prepare":
             tracker.client.set_tag(tracker.parent_run_id, "aepipe.data_hash", result["data_hash"])
+        key_metrics = {
+            k: float(v)
+            for k, v in result.items()
+            if k in PARENT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        if key_metrics:
+            parent = type(tracker)(tracker.client, tracker.parent_run_id)
+            parent.log_metrics(key_metrics)
     if stage == "register":
         finish_parent(tracker)
     return result

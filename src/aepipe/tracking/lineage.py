@@ -6,6 +6,11 @@ stage to run creates the parent (status RUNNING); later stages attach to the new
 parent with the same key; ``register`` finishes it. A failed execution leaves its parent
 RUNNING, so the retry continues it instead of scattering runs. Orchestrators that know their
 own run (Kubeflow) set ``AEPIPE_EXECUTION_KEY`` to their run id instead.
+
+Runs an interrupted process left RUNNING (SIGKILL, a lost connection) are closed as KILLED when
+the execution runs again: the pipeline's stages never run concurrently, so any RUNNING stage run
+of the execution at that point is dead. A stage run that raises ends FAILED; the status comes from
+the exception type (``END_STATUS``), and a failure to record it never hides the stage's own error.
 """
 
 from __future__ import annotations
@@ -26,15 +31,22 @@ KEY_ENV = "AEPIPE_EXECUTION_KEY"
 KEY_TAG = "aepipe.execution_key"
 
 
+ROOT_MARKERS = ("dvc.yaml", ".dvc", ".git", "mlflow.db")
+
+
 def project_root() -> Path:
     """The repository whose ``mlflow.db`` is the default store.
 
     ``dvc exp run --queue/--temp`` runs stages in ``<project>/.dvc/tmp/exps/<tmp>`` (DVC_ROOT):
-    those runs must land in the project's store, not in a temp copy deleted afterwards.
+    those runs must land in the project's store, not in a temp copy deleted afterwards. Run from
+    a subdirectory, the nearest directory above holding ``dvc.yaml``, ``.dvc``, ``.git`` or an
+    ``mlflow.db`` is the root, so ``aepipe promote`` in ``src/`` finds the project's store instead
+    of creating an empty one there; with none of them, the working directory.
     """
     root = os.environ.get("DVC_ROOT")
     if not root:
-        return Path.cwd()
+        cwd = Path.cwd()
+        return next((d for d in (cwd, *cwd.parents) if any((d / m).exists() for m in ROOT_MARKERS)), cwd)
     parts = Path(root).resolve().parts
     for i in range(len(parts) - 2):
         if parts[i : i + 3] == (".dvc", "tmp", "exps"):
@@ -44,6 +56,16 @@ def project_root() -> Path:
 
 def local_store() -> bool:
     return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def require_store() -> None:
+    """Commands that only read or move what the pipeline registered never create a store."""
+    db = project_root() / "mlflow.db"
+    if local_store() and not db.is_file():
+        raise TrackingError(
+            f"no MLflow store at {db}: run the pipeline first (`dvc repro`), run this command from the "
+            "project, or set MLFLOW_TRACKING_URI to the tracking server"
+        )
 
 
 def tracking_uri() -> str:
@@ -56,6 +78,8 @@ def _limit_http_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # MLflow prints "View run ... at URL" on stdout when a run ends; the CLI's stdout is its JSON
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
@@ -73,10 +97,13 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def client() -> Any:
+def client(existing_store: bool = False) -> Any:
+    """An MLflow client on ``tracking_uri()``; ``existing_store`` refuses to create a local store."""
     import mlflow
     from mlflow import MlflowClient
 
+    if existing_store:
+        require_store()
     _limit_http_retries()
     uri = tracking_uri()
     check_server(uri)
@@ -137,32 +164,108 @@ def check_artifact_credentials(mlflow_client: Any, exp_id: str) -> None:
         )
 
 
+def effective_params(params: Params) -> dict[str, Any]:
+    """The params that shape this model: the chosen variant's and head's options only.
+
+    Every variant and head keeps its options in params.yaml, but a run of ``vae_joint`` with a
+    ``linear`` head is not affected by ``model.mae.*`` or ``classifier.mlp.*``; logging those would
+    make MLflow's "Compare" list differences that changed nothing. Cluster settings are dropped too.
+    """
+    from aepipe.models import REGISTRY
+    from aepipe.models.heads import HEADS
+
+    variant, head = params.model.name, params.classifier.head
+    out = {}
+    for key, value in params.flat().items():
+        parts = key.split(".")
+        if parts[0] == "kubeflow":
+            continue
+        if parts[0] == "model" and len(parts) > 2 and parts[1] in REGISTRY and parts[1] != variant:
+            continue
+        if parts[0] == "classifier" and len(parts) > 2 and parts[1] in HEADS and parts[1] != head:
+            continue
+        out[key] = value
+    # the chosen variant's options as the model sees them, defaults included
+    options = (params.model.model_extra or {}).get(variant) or {}
+    for k, v in REGISTRY[variant].config.model_validate(options).model_dump(mode="json").items():
+        out[f"model.{variant}.{k}"] = v
+    return out
+
+
+def run_title(params: Params, git: dict[str, str]) -> str:
+    """A parent run's name in the experiment table: what was trained, on what labels, at what commit."""
+    labels = params.classifier.labels_per_class
+    commit = git.get("aepipe.git_commit", "")[:7] or "no-git"
+    dirty = "+dirty" if git.get("aepipe.git_dirty") == "true" else ""
+    return (
+        f"{params.model.name}+{params.classifier.head} "
+        f"labels={'all' if labels is None else f'{labels}/class'} @{commit}{dirty}"
+    )
+
+
+def close_stale(mlflow_client: Any, exp_id: str, filter_string: str, keep: str | None, why: str) -> list[str]:
+    """End the RUNNING runs matching ``filter_string`` (but ``keep``) as KILLED; their ids."""
+    stale = mlflow_client.search_runs(
+        [exp_id], filter_string=f"{filter_string} and attributes.status = 'RUNNING'", max_results=1000
+    )
+    closed = []
+    for run in stale:
+        if run.info.run_id == keep:
+            continue
+        mlflow_client.set_tag(run.info.run_id, "aepipe.closed_because", why)
+        mlflow_client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
 def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, str]) -> str:
     key = execution_key(params, git)
     found = mlflow_client.search_runs(
         [exp_id],
         filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
         order_by=["attributes.start_time DESC"],
-        max_results=1,
     )
     if found:
-        return found[0].info.run_id
+        newest = found[0].info.run_id
+        for older in found[1:]:  # two RUNNING parents of one execution: only the newest goes on
+            mlflow_client.set_tag(older.info.run_id, "aepipe.closed_because", f"superseded by {newest}")
+            mlflow_client.set_terminated(older.info.run_id, "KILLED")
+        return newest
     run = mlflow_client.create_run(
-        exp_id, run_name=f"pipeline-{key[:8]}", tags={KEY_TAG: key, "aepipe.kind": "pipeline", **git}
+        exp_id, run_name=run_title(params, git), tags={KEY_TAG: key, "aepipe.kind": "pipeline", **git}
     )
-    MlflowTracker(mlflow_client, run.info.run_id).log_params(params.flat())
+    MlflowTracker(mlflow_client, run.info.run_id).log_params(effective_params(params))
     return run.info.run_id
+
+
+# The status a stage run ends with when the stage raises, by exception type; the first match wins.
+# (A SIGTERM handler that raises its own exception type adds a KILLED entry in front.)
+END_STATUS: list[tuple[type[BaseException], str]] = [
+    (KeyboardInterrupt, "KILLED"),
+    (BaseException, "FAILED"),
+]
+
+
+def end_status(exc: BaseException) -> str:
+    return next(status for kind, status in END_STATUS if isinstance(exc, kind))
 
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Iterator[MlflowTracker]:
-    """Open the nested MLflow run of one stage; mark it FAILED if the stage raises."""
+    """Open the nested MLflow run of one stage; it ends FINISHED, or ``end_status`` of the error."""
     try:
         mlflow_client = client()
         exp_id = experiment_id(mlflow_client, params.mlflow.experiment)
         check_artifact_credentials(mlflow_client, exp_id)
         git = git_info()
         parent = parent_run(mlflow_client, exp_id, params, git)
+        close_stale(
+            mlflow_client,
+            exp_id,
+            f"tags.`mlflow.parentRunId` = '{parent}'",
+            None,
+            f"left RUNNING by an interrupted process; closed when the execution ran {stage} again",
+        )
         tags = {"mlflow.parentRunId": parent, "aepipe.stage": stage, "aepipe.kind": "stage", **git}
         if data_hash:
             tags["aepipe.data_hash"] = data_hash
@@ -173,12 +276,28 @@ def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Itera
         raise TrackingError(f"MLflow at {tracking_uri()} refused to start the {stage} run: {exc}") from exc
     tracker = MlflowTracker(mlflow_client, run.info.run_id)
     tracker.parent_run_id = parent  # type: ignore[attr-defined]
+    tracker.experiment_id = exp_id  # type: ignore[attr-defined]
     try:
         yield tracker
-    except BaseException:
-        mlflow_client.set_terminated(run.info.run_id, "FAILED")
+    except BaseException as exc:
+        _end_quietly(mlflow_client, run.info.run_id, end_status(exc), exc)
         raise
     mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def _end_quietly(mlflow_client: Any, run_id: str, status: str, error: BaseException) -> None:
+    """Record how the run ended without replacing the stage's own error by MLflow's.
+
+    When the tracking server is what failed, ending the run fails too; that second error becomes
+    a note after the original message, and the run, left RUNNING, is closed on the next run.
+    """
+    try:
+        mlflow_client.set_terminated(run_id, status)
+    except Exception as exc:  # noqa: BLE001 - any failure here is secondary to ``error``
+        error.add_note(
+            f"(MLflow: the stage run {run_id} could not be marked {status}: {exc.__class__.__name__}; "
+            "it is closed as KILLED when this execution runs again)"
+        )
 
 
 def finish_parent(tracker: MlflowTracker) -> None:

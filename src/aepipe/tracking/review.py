@@ -29,12 +29,26 @@ def comparison(metric_name: str, value: float, champion: Champion | None, data_h
     return f"{metric_name} {_pct(value)} vs champion v{champion.version} {_pct(champion.metric)}: {100 * delta:+.2f} points ({word})."
 
 
+def pretraining_words(uses_labels: bool, labels_used: Any) -> str:
+    if uses_labels:
+        return (
+            f"pretrained WITH labels (the {labels_used} labelled training images also train a "
+            "classifier term in the autoencoder's loss)"
+        )
+    return "pretrained without labels"
+
+
 def description(
-    summary: dict[str, Any], evaluation: dict[str, Any], champion: Champion | None, promotion_metric: str
+    summary: dict[str, Any],
+    evaluation: dict[str, Any],
+    champion: Champion | None,
+    promotion_metric: str,
+    selection: str = "",
 ) -> str:
     lines = [
         f"**{summary['variant']} autoencoder + {summary['head']} head** on `{summary['dataset']}` "
-        f"(data `{summary['data_hash'][:12]}`, {summary['labels_used']} labels).",
+        f"(data `{summary['data_hash'][:12]}`, {summary['labels_used']} labels; encoder "
+        f"{pretraining_words(bool(summary.get('pretrain_uses_labels')), summary['labels_used'])}).",
         "",
         "| metric | value |",
         "| --- | --- |",
@@ -45,8 +59,14 @@ def description(
         "",
         comparison(promotion_metric, float(evaluation[promotion_metric]), champion, summary["data_hash"]),
         "",
+    ]
+    if selection:
+        lines += [f"Selected among the experiment's candidates: {selection}.", ""]
+    lines += [
         "Review pack: artifacts `review/` of the source run (model card, confusion matrix, reconstructions, "
-        "latent projection, misclassified examples, training curves).",
+        "latent projection, misclassified examples, training curves, per-image test predictions). "
+        "`aepipe promote` runs the gate (margin + paired McNemar test against the champion) and "
+        "records its numbers on this version.",
     ]
     return "\n".join(lines)
 
@@ -69,13 +89,25 @@ def model_card(
         )
         or "| (no other runs on this data yet) | | | |"
     )
-    keys = ("model.", "pretrain.", "classifier.head", "classifier.labels_per_class", "seed")
+    # params_flat holds the effective params: only the chosen variant's and head's options
+    keys = ("model.", "pretrain.", "classifier.", "seed")
     hparams = "\n".join(f"| `{k}` | `{v}` |" for k, v in params_flat.items() if k.startswith(keys))
+    uses_labels = bool(summary.get("pretrain_uses_labels"))
+    if uses_labels:
+        encoder_line = (
+            f"Encoder: **{summary['variant']}** autoencoder, pretrained on the training split WITH labels: the "
+            f"{summary['labels_used']} labelled images of `classifier.labels_per_class` also train a classifier "
+            "term in its loss (every other training image is used without its label)."
+        )
+    else:
+        encoder_line = (
+            f"Encoder: **{summary['variant']}** autoencoder, pretrained without labels on the training split."
+        )
     counts = meta.get("counts", {})
     return f"""# Model card: {summary["name"]}
 
 ## Model
-Encoder: **{summary["variant"]}** autoencoder, pretrained without labels on the training split.
+{encoder_line}
 Classifier: **{summary["head"]}** head on the encoder's features. Served as one MLflow pyfunc model:
 input uint8 images N×{"×".join(str(s) for s in meta["shape"])} (0-255), output class, class index and
 per-class probabilities.
@@ -84,7 +116,7 @@ per-class probabilities.
 - Source: `{meta["source"]}` (source hash `{meta["source_hash"][:16]}`), prepared data hash `{meta["data_hash"][:16]}`
 - Classes ({len(meta["classes"])}): {", ".join(map(str, meta["classes"][:50]))}
 - Splits: train {counts.get("train")}, validation {counts.get("val")}, test {counts.get("test")} (test split: {meta.get("test_split", "n/a")})
-- Labels used to train the head: {summary["labels_used"]}
+- Labels used to train the head: {summary["labels_used"]}; labels seen in pretraining: {summary["labels_used"] if uses_labels else 0}
 
 ## Training
 | param | value |
@@ -111,7 +143,7 @@ Head selection (validation split only): validation accuracy {_pct(training.get("
 ## Intended use
 Classifying images like those of the source dataset (same size, channels and classes), e.g. as a
 baseline or a component reviewed by a person. Promotion to `champion` is gated on the held-out
-test metric.
+test metric: a margin over the champion and a paired exact McNemar test on the same test images.
 
 ## Limitations
 - Trained and evaluated on one dataset; accuracy on other image distributions is unknown.
