@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from aepipe import signals
 from aepipe.config import Params
 from aepipe.errors import TrackingError
 from aepipe.tracking.tracker import MlflowTracker
@@ -156,7 +157,7 @@ def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, s
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Iterator[MlflowTracker]:
-    """Open the nested MLflow run of one stage; mark it FAILED if the stage raises."""
+    """Open one stage's nested MLflow run; FAILED if the stage raises, KILLED if SIGTERM stops it."""
     try:
         mlflow_client = client()
         exp_id = experiment_id(mlflow_client, params.mlflow.experiment)
@@ -174,7 +175,11 @@ def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Itera
     tracker = MlflowTracker(mlflow_client, run.info.run_id)
     tracker.parent_run_id = parent  # type: ignore[attr-defined]
     try:
-        yield tracker
+        with signals.sigterm_raises():
+            yield tracker
+    except signals.Terminated:  # stopped from outside (SIGTERM: preemption, docker stop): not a failure
+        mlflow_client.set_terminated(run.info.run_id, "KILLED")
+        raise
     except BaseException:
         mlflow_client.set_terminated(run.info.run_id, "FAILED")
         raise
