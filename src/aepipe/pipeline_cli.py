@@ -250,6 +250,7 @@ def run_local(
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         try:
             func(params_json=params_to_json(params))  # kfp.local runs it on the call
         except RuntimeError as exc:
