@@ -111,6 +111,7 @@ def test_sigterm_outside_the_loop_raises_at_once_and_the_handler_is_restored() -
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # never reached: the handler raises in this thread as soon as it runs
     assert signal.getsignal(signal.SIGTERM) is before
+    assert not signals.requested()  # the next stage in this process is not stopped by the old signal
 
 
 def test_a_stop_requested_in_a_deferred_block_is_raised_when_it_ends() -> None:

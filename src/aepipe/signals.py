@@ -81,6 +81,7 @@ def sigterm_raises() -> Iterator[None]:
         _state["installed"] -= 1
         if outermost:
             signal.signal(signal.SIGTERM, previous)
+            _state.update(requested=False, raised=False)  # a later stage in this process starts afresh
 
 
 @contextlib.contextmanager
