@@ -88,6 +88,26 @@ def test_the_pipeline_in_the_image_registers_the_pair_dvc_repro_and_the_subproce
     )
 
 
+def test_the_docker_runner_refuses_an_mlflow_store_the_containers_cannot_reach(
+    engine: Any, tmp_path: Path, tracking_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    from aepipe.errors import AepipeError
+    from aepipe.pipeline_cli import apply_overrides
+
+    params = apply_overrides(pipeline_runs.params(), ["mlflow.experiment=host-path-artifacts"])
+    MlflowClient().create_experiment("host-path-artifacts", artifact_location=str(tmp_path / "artifacts"))
+    with pytest.raises(AepipeError, match=r"keeps its artifacts at .*artifacts, a path on this host"):
+        run_local(params, containers.image(), REPO, tmp_path / "out", "docker")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(
+        AepipeError, match=r"--runner docker needs an MLflow tracking server the containers can reach"
+    ):
+        run_local(params, containers.image(), REPO, tmp_path / "out", "docker")
+    assert not list((tmp_path / "out").iterdir())  # refused before any task ran
+
+
 def test_compile_pins_the_image_by_digest(
     engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -349,7 +349,7 @@ def test_local_run_registers_the_same_pair_as_dvc_repro(
 def test_a_failed_local_run_ends_its_mlflow_run_failed_through_the_exit_handler(
     tmp_path: Path, tracking_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The exit task runs after a failed stage (kfp.local runs exit handlers): no run stays RUNNING."""
+    """kfp.local retries the failed task, then runs the exit task: no MLflow run stays RUNNING."""
     from mlflow import MlflowClient
 
     from aepipe.pipeline_cli import run_local
@@ -358,7 +358,8 @@ def test_a_failed_local_run_ends_its_mlflow_run_failed_through_the_exit_handler(
         load_params(REPO / "params.yaml"),
         [
             "data.source=npz:/nonexistent/digits.npz",  # valid params, fails when prepare reads it
-            "kubeflow.retries=0",
+            "kubeflow.retries=1",
+            "kubeflow.retry_backoff_seconds=0",
             "mlflow.experiment=kfp-fails",
         ],
     )
@@ -369,5 +370,9 @@ def test_a_failed_local_run_ends_its_mlflow_run_failed_through_the_exit_handler(
     (parent,) = [r for r in runs if r.data.tags.get("aepipe.kind") == "pipeline"]
     assert parent.info.status == "FAILED"
     assert "exit-handler-1" in parent.data.tags["aepipe.pipeline_error"]
-    (stage,) = [r for r in runs if r.data.tags.get("aepipe.kind") == "stage"]
-    assert (stage.data.tags["aepipe.stage"], stage.info.status) == ("prepare", "FAILED")
+    stages = [
+        (r.data.tags["aepipe.stage"], r.info.status)
+        for r in runs
+        if r.data.tags.get("aepipe.kind") == "stage"
+    ]
+    assert stages == [("prepare", "FAILED")] * 2  # the first attempt and its retry
