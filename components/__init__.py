@@ -7,6 +7,7 @@ runs in the project image (``install_kfp_package=False``: the image already has 
 
 from components.evaluate import evaluate
 from components.extract import extract
+from components.finalize import finalize
 from components.prepare import prepare
 from components.pretrain import pretrain
 from components.pretrain_pytorchjob import pretrain_pytorchjob
@@ -23,3 +24,5 @@ COMPONENTS = {
 }
 # Drop-in for ``pretrain`` when kubeflow.pytorchjob.in_pipeline is true (multi-pod DDP).
 PRETRAIN_VARIANTS = {"pretrain": pretrain, "pretrain-pytorchjob": pretrain_pytorchjob}
+# The exit task: runs after the stages whatever their outcome; a failed run's MLflow run ends FAILED.
+EXIT_TASK = finalize

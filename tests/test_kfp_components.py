@@ -227,3 +227,81 @@ def test_bad_params_json_fails_with_the_key_and_before_writing(tmp_path: Path) -
             params_json="pretrain.epochs=3", execution_key=KEY, data=data, summary=art(Metrics, tmp_path, "s")
         )
     assert not Path(data.path).exists()
+
+
+def finished(state: str, message: str | None = None) -> Any:
+    from kfp import dsl
+
+    return dsl.PipelineTaskFinalStatus(
+        state, "run-resource", "exit-handler-1", 1 if message else None, message
+    )
+
+
+def test_the_exit_task_closes_the_runs_of_a_failed_execution_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """finalize (the pipeline's exit task): parent FAILED with the error, an orphaned stage run KILLED."""
+    from mlflow import MlflowClient
+
+    from aepipe.tracking import lineage
+    from components import finalize
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = parse_params({"mlflow": {"experiment": "finalize"}})
+    client = lineage.client()
+    exp = lineage.experiment_id(client, "finalize")
+    runs = {}
+    for key in ("run-a", "run-b"):  # two KFP runs of the same params
+        monkeypatch.setenv(KEY_ENV, key)
+        runs[key] = lineage.parent_run(client, exp, params, {})
+        child = client.create_run(exp, tags={"mlflow.parentRunId": runs[key], "aepipe.kind": "stage"})
+        runs[f"{key}-stage"] = child.info.run_id  # a pod killed before it could report: RUNNING
+    monkeypatch.delenv(KEY_ENV)
+    done = client.create_run(exp, tags={"mlflow.parentRunId": runs["run-a"], "aepipe.kind": "stage"})
+    client.set_terminated(done.info.run_id, "FINISHED")
+
+    finalize.python_func(
+        params_json=params_to_json(params), execution_key="run-b", status=finished("SUCCEEDED")
+    )
+    finalize.python_func(
+        params_json=params_to_json(params),
+        execution_key="run-a",
+        status=finished("FAILED", "Task exit-handler-1 failed."),
+    )
+    status = {k: MlflowClient().get_run(v).info.status for k, v in runs.items()}
+    assert status == {
+        "run-a": "FAILED",
+        "run-a-stage": "KILLED",
+        "run-b": "RUNNING",
+        "run-b-stage": "RUNNING",
+    }
+    assert MlflowClient().get_run(done.info.run_id).info.status == "FINISHED"
+    assert (
+        MlflowClient().get_run(runs["run-a"]).data.tags["aepipe.pipeline_error"]
+        == "Task exit-handler-1 failed."
+    )
+
+
+def test_a_task_that_asked_for_a_gpu_and_sees_none_fails_before_the_stage_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from aepipe.kfp_support import GPU_ENV, check_gpu_runtime
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible here: the error cannot happen")
+    data = art(Dataset, tmp_path, "data")
+    monkeypatch.setenv(GPU_ENV, "nvidia.com/gpu")
+    with pytest.raises(ConfigError, match=r"requested a GPU \(nvidia.com/gpu\) .* no CUDA device is visible"):
+        prepare.python_func(
+            params_json="{}", execution_key=KEY, data=data, summary=art(Metrics, tmp_path, "s")
+        )
+    assert not Path(data.path).exists()
+    check_gpu_runtime(parse_params({"device": "cpu"}))  # a task told to use the CPU is left alone
+    # a CPU-only torch build (torch.version.cuda None; the image's cpu variant) is named as the cause
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(ConfigError, match=r"CPU-only build without the CUDA runtime; run the CUDA image"):
+        check_gpu_runtime(parse_params({}))
+    monkeypatch.delenv(GPU_ENV)
+    check_gpu_runtime(parse_params({}))  # no GPU asked for: nothing to check

@@ -1,7 +1,8 @@
 """The pipeline: compiled YAML checked field by field, the CLI's errors, and a kfp.local run end to end.
 
-The local run goes against a real ``mlflow server`` and is compared with the path ``dvc repro``
-takes (the ``aepipe <stage>`` CLI) on the same params.
+The local run goes against a real ``mlflow server`` and is compared with ``dvc repro`` on the same
+params (``tests/pipeline_runs.py``); a failing local run shows the exit handler closing its MLflow
+run.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,11 @@ from kfp import compiler
 
 from aepipe.cli import main
 from aepipe.config import load_params
-from aepipe.kfp_support import IMAGE_ENV, default_image
-from aepipe.pipeline_cli import apply_overrides, find_repo_root, run_local
-from pipelines.aepipe_pipeline import build_pipeline
+from aepipe.errors import AepipeError
+from aepipe.kfp_support import GPU_ENV, IMAGE_ENV, default_image
+from aepipe.pipeline_cli import apply_overrides, find_repo_root
+from pipelines.aepipe_pipeline import FINALIZE_RESOURCES, build_pipeline
+from tests import pipeline_runs
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +58,13 @@ def k8s(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
+def stage_tasks(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stages' tasks: they sit in the exit handler's sub-DAG; the root holds it and finalize."""
+    root = docs[0]["root"]["dag"]["tasks"]
+    assert sorted(root) == ["exit-handler-1", "finalize"]
+    return docs[0]["components"][root["exit-handler-1"]["componentRef"]["name"]]["dag"]["tasks"]
+
+
 def gpu_tasks(docs: list[dict[str, Any]]) -> set[str]:
     return {name for name, c in executors(docs).items() if "accelerator" in c.get("resources", {})}
 
@@ -69,13 +78,13 @@ def default_yaml(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any
 
 def test_compiled_dag_and_parameter_default_is_params_yaml(default_yaml: list[dict[str, Any]]) -> None:
     spec = default_yaml[0]
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = stage_tasks(default_yaml)
     assert sorted(tasks) == sorted(STAGES)
     assert tasks["register"]["dependentTasks"] == ["evaluate", "prepare", "pretrain", "train"]
     default = spec["root"]["inputDefinitions"]["parameters"]["params_json"]["defaultValue"]
     assert json.loads(default) == load_params(REPO / "params.yaml").model_dump(mode="json")
-    # every task gets the run id as its MLflow execution key
-    for task in tasks.values():
+    # every task (and the exit task) gets the run id as its MLflow execution key
+    for task in [*tasks.values(), spec["root"]["dag"]["tasks"]["finalize"]]:
         assert (
             task["inputs"]["parameters"]["execution_key"]["runtimeValue"]["constant"]
             == "{{$.pipeline_job_uuid}}"
@@ -91,26 +100,31 @@ def test_gpu_toleration_and_shm_only_on_training_tasks(default_yaml: list[dict[s
     for stage in STAGES:
         expect_gpu = stage == "pretrain"
         assert ("tolerations" in platform[stage]) is expect_gpu
-        assert ("emptyDirMounts" in platform[stage]) is expect_gpu
+        shm = [m for m in platform[stage]["emptyDirMounts"] if m["mountPath"] == "/dev/shm"]
+        assert bool(shm) is expect_gpu
     assert platform["pretrain"]["tolerations"] == [
         {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
     ]
     assert platform["pretrain"]["emptyDirMounts"] == [
-        {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": kf.shm_size, "volumeName": "dshm"}
+        {"mountPath": "/tmp", "volumeName": "tmp"},
+        {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": kf.shm_size, "volumeName": "dshm"},
     ]
 
 
 def test_images_resources_secret_security_and_caching(default_yaml: list[dict[str, Any]]) -> None:
     kf = load_params(REPO / "params.yaml").kubeflow
-    tasks = default_yaml[0]["root"]["dag"]["tasks"]
+    tasks = {**stage_tasks(default_yaml), "finalize": default_yaml[0]["root"]["dag"]["tasks"]["finalize"]}
     platform = k8s(default_yaml)
+    assert sorted(executors(default_yaml)) == sorted([*STAGES, "finalize"])
     for stage, container in executors(default_yaml).items():
         assert container["image"] == default_image() == "aepipe:0.1.0-cuda"
-        res, want = container["resources"], kf.task(stage)
+        res = container["resources"]
+        want = kf.task(stage) if stage != "finalize" else FINALIZE_RESOURCES
         assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == (want.cpu, want.memory)
         assert (res["resourceCpuLimit"], res["resourceMemoryLimit"]) == (want.cpu, want.memory)
-        assert "env" not in container  # credentials never in the YAML ...
-        (secret,) = platform[stage]["secretAsEnv"]  # ... only a reference to the Kubernetes secret
+        # credentials never in the YAML: only the GPU marker is a plain env var ...
+        assert [e["name"] for e in container.get("env", [])] == ([GPU_ENV] if stage == "pretrain" else [])
+        (secret,) = platform[stage]["secretAsEnv"]  # ... the rest is a reference to the Kubernetes secret
         assert secret["secretName"] == "aepipe-mlflow" and not secret["optional"]
         assert [m["envVar"] for m in secret["keyToEnv"]] == kf.secret_env
         assert platform[stage]["securityContext"] == {
@@ -118,8 +132,10 @@ def test_images_resources_secret_security_and_caching(default_yaml: list[dict[st
             "runAsGroup": "1000",
             "runAsNonRoot": True,
         }
+        # the image may be read-only: HOME, caches and temp files go to an emptyDir at /tmp
+        assert {"mountPath": "/tmp", "volumeName": "tmp"} in platform[stage]["emptyDirMounts"]
         caching = tasks[stage]["cachingOptions"]
-        assert caching.get("enableCache", False) is (stage != "register")
+        assert caching.get("enableCache", False) is (stage not in ("register", "finalize"))
     requests = {
         s: (c["resources"]["resourceCpuRequest"], c["resources"]["resourceMemoryRequest"])
         for s, c in executors(default_yaml).items()
@@ -131,7 +147,36 @@ def test_images_resources_secret_security_and_caching(default_yaml: list[dict[st
         "train": ("2", "8Gi"),
         "evaluate": ("2", "8Gi"),
         "register": ("1", "2Gi"),
+        "finalize": ("250m", "512Mi"),
     }
+
+
+def test_retries_everywhere_but_register_and_an_exit_handler_closes_the_mlflow_run(
+    default_yaml: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    tasks = stage_tasks(default_yaml)
+    for stage in STAGES:
+        policy = tasks[stage].get("retryPolicy")
+        if stage == "register":  # it moves the challenger alias and ends the MLflow run: never twice
+            assert policy is None
+        else:
+            assert policy == {
+                "maxRetryCount": 2,
+                "backoffDuration": "30s",
+                "backoffFactor": 2.0,
+                "backoffMaxDuration": "3600s",
+            }
+    final = default_yaml[0]["root"]["dag"]["tasks"]["finalize"]
+    assert final["triggerPolicy"] == {
+        "strategy": "ALL_UPSTREAM_TASKS_COMPLETED"
+    }  # runs after success or failure
+    assert final["dependentTasks"] == ["exit-handler-1"]
+    assert final["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
+    assert "retryPolicy" not in final
+    no_retry = compile_params(
+        apply_overrides(load_params(REPO / "params.yaml"), ["kubeflow.retries=0"]), tmp_path
+    )
+    assert all("retryPolicy" not in t for t in stage_tasks(no_retry).values())
 
 
 def test_finetune_head_makes_train_a_gpu_task_and_limit_zero_turns_gpus_off(tmp_path: Path) -> None:
@@ -142,7 +187,8 @@ def test_finetune_head_makes_train_a_gpu_task_and_limit_zero_turns_gpus_off(tmp_
     )
     docs = compile_params(finetune, tmp_path)
     assert gpu_tasks(docs) == {"pretrain", "train"}
-    assert {"tolerations", "emptyDirMounts"} <= set(k8s(docs)["train"])
+    assert "tolerations" in k8s(docs)["train"]
+    assert "/dev/shm" in {m["mountPath"] for m in k8s(docs)["train"]["emptyDirMounts"]}
     no_gpu = apply_overrides(params, ["kubeflow.accelerator_limit=0"])
     assert gpu_tasks(compile_params(no_gpu, tmp_path)) == set()
 
@@ -263,48 +309,30 @@ def test_submit_validates_overrides_before_contacting_the_cluster(
 
 
 @pytest.mark.slow
-def test_local_run_registers_a_model_and_matches_the_dvc_path(
-    tmp_path: Path, tracking_env: str, monkeypatch: pytest.MonkeyPatch
+def test_local_run_registers_the_same_pair_as_dvc_repro(
+    tmp_path_factory: pytest.TempPathFactory, tracking_env: str
 ) -> None:
-    """kfp.local (one subprocess per task) vs `aepipe <stage>` in a temp dir: same params, same accuracy."""
+    """kfp.local (one subprocess per task) vs `dvc repro` in a copy of the repo: same params, same pair."""
     from mlflow import MlflowClient
 
-    overrides = [
-        "pretrain.epochs=2",
-        "model.width=8",
-        "classifier.linear.c_grid=[1.0]",
-        "mlflow.experiment=kfp-local",
-        "mlflow.model_name=kfp-local",
-    ]
-    params = apply_overrides(load_params(REPO / "params.yaml"), overrides)
-
-    dvc_path = tmp_path / "dvc_path"
-    dvc_path.mkdir()
-    (dvc_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
-    monkeypatch.chdir(dvc_path)
-    start = time.perf_counter()
-    for stage in STAGES:
-        assert main([stage]) == 0, stage
-    dvc_metrics = json.loads((dvc_path / "metrics/eval.json").read_text())
-    cli_seconds = time.perf_counter() - start
-
-    # The in-process path above runs on the suite's one torch thread (conftest); the task
-    # subprocesses must too, or float sums differ in the last digits and so do the weights.
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    result = run_local(params, default_image(), REPO, tmp_path / "kfp_outputs")
-
-    assert result["tracking_uri"] == tracking_env
-    assert result["metrics"]["test_accuracy"] == dvc_metrics["test_accuracy"] > 0.8  # chance: 0.1
-    assert json.loads(Path(result["metrics_path"]).read_text()) == dvc_metrics
+    ref = pipeline_runs.reference(tmp_path_factory.getbasetemp() / "three-ways", tracking_env)
+    dvc, result = ref["dvc"], ref["subprocess"]
+    assert result["tracking_uri"] == tracking_env and result["runner"] == "subprocess"
+    assert result["metrics"]["test_accuracy"] == dvc["metrics"]["test_accuracy"] > 0.8  # chance: 0.1
+    assert result["metrics"] == dvc["metrics"]
     record = result["registration"]
-    client = MlflowClient()
-    version = client.get_model_version_by_alias("kfp-local", "challenger")
-    # same params and seed give byte-identical weights, so the KFP candidate is the CLI path's pair:
+    # same params and seed give byte-identical weights, so the KFP candidate is dvc repro's pair:
     # the registry keeps version 1 instead of registering the same model twice
-    assert str(version.version) == record["version"] == "1"
-    assert record["created"] is False and record["candidates"] == 2
-    assert version.tags["aepipe.test_accuracy"] == f"{dvc_metrics['test_accuracy']:.6f}"
-    exp = client.get_experiment_by_name("kfp-local")
+    assert dvc["registration"]["version"] == record["version"] == "1"
+    assert record["created"] is False and record["candidates"] >= 2
+    assert pipeline_runs.pair_hash(record["this_run_id"]) == pipeline_runs.pair_hash(
+        dvc["registration"]["this_run_id"]
+    )
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(pipeline_runs.MODEL, "challenger")
+    assert str(version.version) == "1"
+    assert version.tags["aepipe.test_accuracy"] == f"{dvc['metrics']['test_accuracy']:.6f}"
+    exp = client.get_experiment_by_name(pipeline_runs.EXPERIMENT)
     kfp_parent = client.get_run(client.get_run(record["this_run_id"]).data.tags["mlflow.parentRunId"])
     assert kfp_parent.info.status == "FINISHED"
     children = client.search_runs(
@@ -312,5 +340,39 @@ def test_local_run_registers_a_model_and_matches_the_dvc_path(
     )
     assert sorted(r.data.tags["aepipe.stage"] for r in children) == sorted(STAGES)
     print(
-        f"\nkfp.local pipeline: {result['seconds']} s; aepipe <stage> CLI in-process: {cli_seconds:.1f} s; test accuracy {dvc_metrics['test_accuracy']:.4f}"
+        f"\nkfp.local pipeline (subprocesses): {result['seconds']} s; dvc repro: {dvc['seconds']} s; "
+        f"test accuracy {dvc['metrics']['test_accuracy']:.4f}"
     )
+
+
+@pytest.mark.slow
+def test_a_failed_local_run_ends_its_mlflow_run_failed_through_the_exit_handler(
+    tmp_path: Path, tracking_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kfp.local retries the failed task, then runs the exit task: no MLflow run stays RUNNING."""
+    from mlflow import MlflowClient
+
+    from aepipe.pipeline_cli import run_local
+
+    params = apply_overrides(
+        load_params(REPO / "params.yaml"),
+        [
+            "data.source=npz:/nonexistent/digits.npz",  # valid params, fails when prepare reads it
+            "kubeflow.retries=1",
+            "kubeflow.retry_backoff_seconds=0",
+            "mlflow.experiment=kfp-fails",
+        ],
+    )
+    with pytest.raises(AepipeError, match=r"local pipeline failed: .*Inner task failed: .*prepare"):
+        run_local(params, default_image(), REPO, tmp_path / "out", "subprocess")
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("kfp-fails").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("aepipe.kind") == "pipeline"]
+    assert parent.info.status == "FAILED"
+    assert "exit-handler-1" in parent.data.tags["aepipe.pipeline_error"]
+    stages = [
+        (r.data.tags["aepipe.stage"], r.info.status)
+        for r in runs
+        if r.data.tags.get("aepipe.kind") == "stage"
+    ]
+    assert stages == [("prepare", "FAILED")] * 2  # the first attempt and its retry

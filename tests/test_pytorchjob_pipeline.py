@@ -43,7 +43,7 @@ def test_in_pipeline_pretrain_task_launches_the_job_and_mounts_its_volume(tmp_pa
     )
     compile_pipeline(params, "reg.example/aepipe:1-cuda", tmp_path / "p.yaml", find_repo_root())
     spec, platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = stages(spec)
     assert "pretrain" not in tasks and "pretrain-pytorchjob" in tasks
     assert (
         tasks["pretrain-pytorchjob"]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"]
@@ -58,15 +58,21 @@ def test_in_pipeline_pretrain_task_launches_the_job_and_mounts_its_volume(tmp_pa
     assert "tolerations" not in executor  # the launcher waits; the job's pods get the GPUs
     container = spec["deploymentSpec"]["executors"]["exec-pretrain-pytorchjob"]["container"]
     assert "accelerator" not in container.get("resources", {})
+    # the launcher's own pod is small (kubeflow.pytorchjob.launcher) and may retry: it finds its job
+    res = container["resources"]
+    assert (res["resourceCpuRequest"], res["resourceMemoryRequest"]) == ("500m", "1Gi")
+    assert tasks["pretrain-pytorchjob"]["retryPolicy"]["maxRetryCount"] == 2
+
+
+def stages(spec: dict) -> dict:
+    """The stage tasks, inside the exit handler's sub-DAG."""
+    return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
 
 
 def test_default_pipeline_keeps_the_single_gpu_pretrain_task(tmp_path: Path) -> None:
     compile_pipeline(parse_params({}), "img", tmp_path / "p.yaml", find_repo_root())
     spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
-    assert (
-        "pretrain" in spec["root"]["dag"]["tasks"]
-        and "pretrain-pytorchjob" not in spec["root"]["dag"]["tasks"]
-    )
+    assert "pretrain" in stages(spec) and "pretrain-pytorchjob" not in stages(spec)
 
 
 def test_job_state_reads_the_operators_conditions() -> None:

@@ -323,6 +323,19 @@ class PyTorchJobConfig(Section):
     poll_seconds: float = Field(
         30.0, gt=0, description="in_pipeline: how often the pretrain task reads the job's status"
     )
+    launcher: TaskResources = Field(
+        TaskResources(cpu="500m", memory="1Gi"),
+        description="in_pipeline: requests of the pipeline task that submits the job and waits (it trains nothing)",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        86400,
+        ge=0,
+        description="the operator deletes a finished job and its pods this long after it ends; null = never",
+    )
+    cleanup: bool = Field(
+        True,
+        description="in_pipeline: once the outputs are copied back, delete the job and <workdir>/runs/<run id>",
+    )
 
 
 class KubeflowConfig(Section):
@@ -361,6 +374,15 @@ class KubeflowConfig(Section):
         default_factory=dict, description="per stage; a stage left out gets the defaults"
     )
     pytorchjob: PyTorchJobConfig = PyTorchJobConfig()
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="retries of a failed task (preempted node, lost pod); register never retries",
+    )
+    retry_backoff_seconds: int = Field(
+        30, ge=0, le=3600, description="wait before the first retry of a task; doubles with each retry"
+    )
 
     @field_validator("secret_env")
     @classmethod

@@ -22,6 +22,8 @@ from aepipe.errors import ConfigError
 
 IMAGE_ENV = "AEPIPE_IMAGE"
 PARAMS_SOURCE = "params_json (pipeline parameter)"
+# Set by the compiled pipeline on the tasks that request an accelerator (its resource name).
+GPU_ENV = "AEPIPE_GPU_REQUESTED"
 
 
 def default_image(variant: str = "cuda") -> str:
@@ -53,6 +55,7 @@ def run_stage_json(stage: str, params_json: str, execution_key: str, **paths: st
     from aepipe.tracking.lineage import KEY_ENV
 
     params = params_from_json(params_json)
+    check_gpu_runtime(params)
     previous = os.environ.get(KEY_ENV)
     if execution_key:
         os.environ[KEY_ENV] = execution_key  # every stage of one KFP run nests under one MLflow parent
@@ -63,6 +66,74 @@ def run_stage_json(stage: str, params_json: str, execution_key: str, **paths: st
             os.environ.pop(KEY_ENV, None)
         else:
             os.environ[KEY_ENV] = previous
+
+
+def check_gpu_runtime(params: Params) -> None:
+    """A task given a GPU must see it: fail at once, saying why, instead of training on the CPU.
+
+    ``device: auto`` would otherwise fall back to the CPU without a word when the image's torch is
+    a CPU-only build, or when the node's NVIDIA driver is not mounted into the container.
+    """
+    requested = os.environ.get(GPU_ENV)
+    if not requested or params.device == "cpu":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        raise ConfigError(
+            f"this task requested a GPU ({requested}) but the image's torch {torch.__version__} is a CPU-only "
+            "build without the CUDA runtime; run the CUDA image (`make image`, aepipe:<version>-cuda) or set "
+            "kubeflow.accelerator_limit: 0 to train on CPU"
+        )
+    raise ConfigError(
+        f"this task requested a GPU ({requested}) and torch {torch.__version__} has CUDA {torch.version.cuda}, "
+        "but no CUDA device is visible in the container: the node's NVIDIA driver is not mounted (NVIDIA "
+        "container runtime / device plugin missing, or the GPU went to another container); fix the node, or set "
+        "kubeflow.accelerator_limit: 0 to train on CPU"
+    )
+
+
+def finalize_execution(params_json: str, execution_key: str, state: str, error: str = "") -> dict[str, Any]:
+    """The exit task's job: when the pipeline did not succeed, no MLflow run of it stays RUNNING.
+
+    The parent run of this execution (tag ``aepipe.execution_key``) ends FAILED with the error as a
+    tag; a stage run still RUNNING (its pod was killed before it could report) ends KILLED. On
+    success nothing is touched: ``register`` has finished the parent run.
+    """
+    from aepipe.tracking.lineage import KEY_TAG, client
+
+    params = params_from_json(params_json)
+    if state == "SUCCEEDED":
+        return {"state": state, "changed": []}
+    mlflow_client = client()
+    exp = mlflow_client.get_experiment_by_name(params.mlflow.experiment)
+    if exp is None:
+        print(f"aepipe finalize: pipeline {state}; no MLflow experiment {params.mlflow.experiment!r} yet")
+        return {"state": state, "changed": []}
+    parents = mlflow_client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{KEY_TAG}` = '{execution_key}' and tags.`aepipe.kind` = 'pipeline'",
+        max_results=10,
+    )
+    changed = []
+    for parent in parents:
+        children = mlflow_client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'RUNNING'",
+        )
+        for child in children:
+            mlflow_client.set_terminated(child.info.run_id, "KILLED")
+            changed.append((child.info.run_id, "KILLED"))
+        if parent.info.status in ("RUNNING", "SCHEDULED"):
+            mlflow_client.set_tag(parent.info.run_id, "aepipe.pipeline_error", (error or state)[:5000])
+            mlflow_client.set_terminated(parent.info.run_id, "FAILED")
+            changed.append((parent.info.run_id, "FAILED"))
+    print(
+        f"aepipe finalize: pipeline {state} ({error or 'no message'}); MLflow runs closed: {changed or 'none'}"
+    )
+    return {"state": state, "changed": changed}
 
 
 def gather(

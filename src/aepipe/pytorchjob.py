@@ -13,7 +13,11 @@ With ``kubeflow.pytorchjob.in_pipeline: true`` the pipeline's pretrain task does
 (``run_in_pipeline``): it stages the prepared data and the params on the volume under
 ``<workdir>/runs/<run id>``, creates the job there through the Kubernetes API, waits for it, and
 copies the autoencoder, metrics and plots back into its KFP output artifacts, so the rest of the
-pipeline does not change.
+pipeline does not change. A retried task finds the job of its run: a running one is waited for, a
+finished one (Failed, or Succeeded but not collected) is deleted and created again, so a retry
+really retries. After a success the job and the staged folder are deleted
+(``kubeflow.pytorchjob.cleanup``); the operator deletes any finished job after
+``ttl_seconds_after_finished``.
 """
 
 from __future__ import annotations
@@ -141,10 +145,18 @@ def build_pytorchjob(
         "metadata": metadata,
         "spec": {
             "nprocPerNode": str(procs_per_pod(params)),
-            "runPolicy": {"backoffLimit": job.backoff_limit, "cleanPodPolicy": "None"},
+            "runPolicy": run_policy(params),
             "pytorchReplicaSpecs": specs,
         },
     }
+
+
+def run_policy(params: Params) -> dict[str, Any]:
+    job = params.kubeflow.pytorchjob
+    policy: dict[str, Any] = {"backoffLimit": job.backoff_limit, "cleanPodPolicy": "None"}
+    if job.ttl_seconds_after_finished is not None:
+        policy["ttlSecondsAfterFinished"] = job.ttl_seconds_after_finished
+    return policy
 
 
 # --- in the pipeline: submit, wait, collect -------------------------------------------------
@@ -227,6 +239,116 @@ def collect_outputs(
     return dict(json.loads(Path(metrics_path).read_text()))
 
 
+class JobLauncher:
+    """Create, find, replace, wait for and delete one PyTorchJob through the Kubernetes API.
+
+    ``api`` is a ``kubernetes.client.CustomObjectsApi`` (errors arrive as its ``ApiException``);
+    ``sleep`` and ``clock`` are injectable so the waits can be driven in tests.
+    """
+
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        name: str,
+        poll_s: float,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        gone_timeout_s: float = 600.0,
+    ) -> None:
+        self.api, self.namespace, self.name = api, namespace, name
+        self.poll_s, self.sleep, self.clock, self.gone_timeout_s = poll_s, sleep, clock, gone_timeout_s
+        self.label = f"{namespace}/{name}"
+
+    def get(self) -> dict[str, Any] | None:
+        from kubernetes.client import ApiException
+
+        try:
+            return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise self._refused("reading", exc) from None
+
+    def submit(self, manifest: dict[str, Any]) -> str:
+        """Make the job of this run exist and be running; returns what was done:
+        ``created``, ``waiting`` (a retried task found its job still running) or ``recreated``
+        (it found the job finished: Failed, or Succeeded without its outputs collected)."""
+        from kubernetes.client import ApiException
+
+        try:
+            self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, manifest)
+            return "created"
+        except ApiException as exc:
+            if exc.status != 409:  # 409: a job of this name exists (this run's, from an earlier attempt)
+                raise self._refused("creating", exc) from None
+        existing = self.get()
+        if existing is not None and job_state(existing) is None and not _deleting(existing):
+            print(f"aepipe: PyTorchJob {self.label} of this run is still running; waiting for it")
+            return "waiting"
+        if existing is not None:
+            state = job_state(existing)
+            print(
+                f"aepipe: PyTorchJob {self.label} exists ({state[0] if state else 'being deleted'}); recreating it"
+            )
+            self.delete()
+        self.wait_gone()
+        try:
+            self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, manifest)
+        except ApiException as exc:
+            raise self._refused("creating", exc) from None
+        return "recreated"
+
+    def delete(self) -> None:
+        from kubernetes.client import ApiException, V1DeleteOptions
+
+        try:
+            self.api.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                self.name,
+                body=V1DeleteOptions(propagation_policy="Background"),
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise self._refused("deleting", exc) from None
+
+    def wait_gone(self) -> None:
+        deadline = self.clock() + self.gone_timeout_s
+        while self.get() is not None:
+            if self.clock() >= deadline:
+                raise ModelError(
+                    f"PyTorchJob {self.label} was deleted but still exists after {self.gone_timeout_s:.0f} s "
+                    f"(a finalizer?); see `kubectl -n {self.namespace} get pytorchjob {self.name} -o yaml`"
+                )
+            self.sleep(min(self.poll_s, 5.0))
+
+    def wait(self, timeout_s: float) -> dict[str, Any]:
+        def current() -> dict[str, Any]:
+            job = self.get()
+            if job is None:
+                raise ModelError(
+                    f"PyTorchJob {self.label} disappeared while the pipeline waited for it (deleted by hand?)"
+                )
+            return job
+
+        return wait_for_job(
+            current, self.namespace, self.name, timeout_s, self.poll_s, self.clock, self.sleep
+        )
+
+    def _refused(self, what: str, exc: Any) -> ModelError:
+        return ModelError(
+            f"{what} PyTorchJob {self.label} was refused ({exc.status} {exc.reason}); the pipeline's service "
+            "account needs create, get and delete on pytorchjobs.kubeflow.org in that namespace"
+        )
+
+
+def _deleting(job: dict[str, Any]) -> bool:
+    return bool((job.get("metadata") or {}).get("deletionTimestamp"))
+
+
 def run_in_pipeline(
     params: Params,
     image: str,
@@ -235,14 +357,18 @@ def run_in_pipeline(
     model_dir: str | Path,
     metrics_path: str | Path,
     plots_dir: str | Path,
+    api: Any = None,
+    namespace: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """The pretrain task's body when ``kubeflow.pytorchjob.in_pipeline``: stage, submit, wait, collect.
+    """The pretrain task's body when ``kubeflow.pytorchjob.in_pipeline``: stage, submit, wait, collect,
+    clean up.
 
     Runs inside a KFP pod with the volume mounted at ``workdir`` and a service account allowed to
-    create and get ``pytorchjobs.kubeflow.org`` in the namespace (README).
+    create, get and delete ``pytorchjobs.kubeflow.org`` in the namespace (README). ``api`` (a
+    ``CustomObjectsApi``) and ``namespace`` default to the in-cluster ones.
     """
-    from kubernetes import client, config
-
     from aepipe.tracking.lineage import KEY_ENV
 
     job = params.kubeflow.pytorchjob
@@ -253,21 +379,17 @@ def run_in_pipeline(
     manifest = build_pytorchjob(
         params, image, workdir=str(run_dir), name=name, extra_env={KEY_ENV: execution_key}
     )
-    config.load_incluster_config()
-    namespace = job.namespace or SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-    api = client.CustomObjectsApi()
-    try:
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
-    except client.ApiException as exc:
-        if exc.status != 409:  # 409: the job of this run exists already (a retried task): wait for it
-            raise ModelError(
-                f"creating PyTorchJob {namespace}/{name} was refused ({exc.status} {exc.reason}); the pipeline's service account needs create/get on pytorchjobs.kubeflow.org"
-            ) from None
-    wait_for_job(
-        lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
-        namespace,
-        name,
-        job.timeout_hours * 3600,
-        job.poll_seconds,
-    )
-    return collect_outputs(run_dir, model_dir, metrics_path, plots_dir)
+    if api is None:
+        from kubernetes import client, config
+
+        config.load_incluster_config()
+        api = client.CustomObjectsApi()
+    namespace = namespace or job.namespace or SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    launcher = JobLauncher(api, namespace, name, job.poll_seconds, sleep, clock)
+    action = launcher.submit(manifest)
+    launcher.wait(job.timeout_hours * 3600)
+    result = collect_outputs(run_dir, model_dir, metrics_path, plots_dir)
+    if job.cleanup:  # the outputs are in the task's artifacts now; a failure keeps both for inspection
+        launcher.delete()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {**result, "pytorchjob": name, "pytorchjob_action": action}

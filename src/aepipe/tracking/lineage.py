@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from aepipe import signals
 from aepipe.config import Params
 from aepipe.errors import TrackingError
 from aepipe.tracking.tracker import MlflowTracker
@@ -239,8 +240,8 @@ def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, s
 
 
 # The status a stage run ends with when the stage raises, by exception type; the first match wins.
-# (A SIGTERM handler that raises its own exception type adds a KILLED entry in front.)
 END_STATUS: list[tuple[type[BaseException], str]] = [
+    (signals.Terminated, "KILLED"),  # stopped from outside (SIGTERM: preemption, docker stop)
     (KeyboardInterrupt, "KILLED"),
     (BaseException, "FAILED"),
 ]
@@ -252,7 +253,8 @@ def end_status(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Iterator[MlflowTracker]:
-    """Open the nested MLflow run of one stage; it ends FINISHED, or ``end_status`` of the error."""
+    """Open one stage's nested MLflow run; it ends FINISHED, or ``end_status`` of the error (KILLED
+    when SIGTERM stops it, FAILED when it raises)."""
     try:
         mlflow_client = client()
         exp_id = experiment_id(mlflow_client, params.mlflow.experiment)
@@ -278,7 +280,8 @@ def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Itera
     tracker.parent_run_id = parent  # type: ignore[attr-defined]
     tracker.experiment_id = exp_id  # type: ignore[attr-defined]
     try:
-        yield tracker
+        with signals.sigterm_raises():
+            yield tracker
     except BaseException as exc:
         _end_quietly(mlflow_client, run.info.run_id, end_status(exc), exc)
         raise

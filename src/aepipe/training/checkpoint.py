@@ -2,11 +2,12 @@
 
 DVC deletes a stage's outputs before running it, so checkpoints live in
 ``.aepipe/checkpoints/<stage>-<key>`` (``AEPIPE_CHECKPOINT_DIR`` moves the root, e.g. onto a
-volume shared by the pods of a PyTorchJob). The key hashes everything that determines the run
-(params, data hash, input model, world size), so a re-run with the same inputs resumes and any
-change starts afresh. A checkpoint is written to a temporary file and renamed, so a kill
-mid-write leaves the previous one intact; the stage deletes the directory once its outputs are
-written. Everything in it is a tensor or a plain number/string/list/dict, so it loads with
+volume shared by the pods of a PyTorchJob; where the working directory is read-only, as in the
+component image, the root is under ``$XDG_CACHE_HOME``). The key hashes everything that
+determines the run (params, data hash, input model, world size), so a re-run with the same
+inputs resumes and any change starts afresh. A checkpoint is written to a temporary file and
+renamed, so a kill mid-write leaves the previous one intact; the stage deletes the directory once
+its outputs are written. Everything in it is a tensor or a plain number/string/list/dict, so it loads with
 ``torch.load(..., weights_only=True)``: RNG states are stored as tensors, never pickled.
 """
 
@@ -33,13 +34,22 @@ DEFAULT_ROOT = ".aepipe/checkpoints"
 FILE = "last.pt"
 
 
+def checkpoint_root() -> Path:
+    """``AEPIPE_CHECKPOINT_DIR``, else ``.aepipe/checkpoints`` in the working directory when it is
+    writable (a checkout), else ``$XDG_CACHE_HOME/aepipe/checkpoints`` (``~/.cache`` by default):
+    in a container the working directory is the image's, read-only for the non-root user."""
+    if os.environ.get(ROOT_ENV):
+        return Path(os.environ[ROOT_ENV])
+    if os.access(Path.cwd(), os.W_OK):
+        return Path(DEFAULT_ROOT)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "aepipe" / "checkpoints"
+
+
 def checkpoint_dir(stage: str, *key_parts: Any) -> Path:
-    """``<root>/<stage>-<16 hex digits of the key>``; the root from ``AEPIPE_CHECKPOINT_DIR``."""
+    """``<root>/<stage>-<16 hex digits of the key>``; the root from :func:`checkpoint_root`."""
     text = json.dumps(key_parts, sort_keys=True, default=str)
-    return (
-        Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
-        / f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-    )
+    return checkpoint_root() / f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:

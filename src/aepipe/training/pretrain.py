@@ -12,6 +12,7 @@ scheduler, every RNG, the curve so far), so a killed run resumes where it stoppe
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from aepipe import signals
 from aepipe.config import PretrainConfig
 from aepipe.errors import ModelError
 from aepipe.models.base import AutoEncoder
@@ -129,7 +131,7 @@ def pretrain(
     forward = torch.compile(net) if cfg.compile else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
-    history = _resume(checkpoint, dist, model, opt, sched, generator, on_epoch)
+    history, partial = _resume(checkpoint, dist, model, opt, sched, generator, on_epoch)
     steps, bs = math.ceil(len(train) / cfg.batch_size), cfg.batch_size
     bar = tqdm(
         range(len(history), cfg.epochs),
@@ -137,47 +139,67 @@ def pretrain(
         unit="epoch",
         disable=not progress_enabled() or not dist.is_main,
     )
-    for epoch in bar:
-        t0 = time.perf_counter()
-        model.train()
-        total, seen, window = torch.zeros((), device=device), 0, 0
-        for step, (xb_u8, yb) in enumerate(train.epoch(bs, generator)):
-            if extra_x is not None:
-                extra = torch.randint(len(extra_x), (model.labelled_per_batch,), generator=generator).to(
-                    device, non_blocking=True
-                )
-                xb_u8 = torch.cat([xb_u8, torch.index_select(extra_x, 0, extra)])
-                yb = torch.cat([yb, torch.index_select(extra_y, 0, extra)]) if yb is not None else None
-            if (
-                not dist.enabled or len(xb_u8) >= 2 * dist.world
-            ):  # a last batch too small to split over the ranks is skipped
-                seen += _step(model, forward, opt, cfg.grad_clip, dist, xb_u8, yb, total, channels_last)
-            if (step + 1) % cfg.sync_every == 0 or step + 1 == steps:
-                where = f"epoch {epoch + 1}, steps {window + 1}-{step + 1} of {steps}"
-                check_finite(
-                    dist.all_sum(total),
-                    "pretraining",
-                    where,
-                    checkpoint,
-                    "lower pretrain.lr or set pretrain.grad_clip",
-                )
-                window = step + 1
-        sched.step()
-        train_loss = float(dist.all_sum(total)) / float(
-            dist.all_sum(torch.tensor(float(seen), dtype=torch.float64, device=device))
-        )
-        val_loss, parts = (
-            evaluate_loss(model, val, max(bs, 256), channels_last=channels_last)
-            if dist.is_main
-            else (float("nan"), {})
-        )
-        log = EpochLog(epoch + 1, train_loss, val_loss, time.perf_counter() - t0, parts)
-        history.append(log)
-        if checkpoint is not None and dist.is_main:
-            checkpoint.save(_state(model, opt, sched, generator, history))
-        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-        if on_epoch is not None:
-            on_epoch(log)
+    with signals.deferred():  # SIGTERM stops the loop between two steps, never inside one
+        for epoch in bar:
+            t0 = time.perf_counter()
+            model.train()
+            total, seen, window = torch.zeros((), device=device), 0, 0
+            epoch_rng, skip = generator.get_state(), 0
+            if partial is not None:  # resume inside the epoch that a SIGTERM interrupted
+                epoch_rng, skip = partial["epoch_rng"], partial["step"]
+                generator.set_state(epoch_rng)
+                total += partial["total"].to(device)
+                seen, window, t0 = partial["seen"], partial["window"], t0 - partial["seconds"]
+            for step, (xb_u8, yb) in enumerate(train.epoch(bs, generator)):
+                if extra_x is not None:
+                    extra = torch.randint(len(extra_x), (model.labelled_per_batch,), generator=generator).to(
+                        device, non_blocking=True
+                    )
+                if step < skip:  # replayed: the same draws from the batch-order generator, no training
+                    continue
+                if partial is not None:  # every RNG as it was when the SIGTERM'd run stopped here
+                    restore_rng(partial["rng"])
+                    partial = None
+                elif signals.requested():
+                    mid = {"epoch_rng": epoch_rng, "step": step, "total": total.detach().cpu()}
+                    mid |= {"seen": seen, "window": window, "seconds": time.perf_counter() - t0}
+                    _save_mid_epoch(checkpoint, dist, model, opt, sched, generator, history, mid)
+                    signals.stop()
+                if extra_x is not None:
+                    xb_u8 = torch.cat([xb_u8, torch.index_select(extra_x, 0, extra)])
+                    yb = torch.cat([yb, torch.index_select(extra_y, 0, extra)]) if yb is not None else None
+                if (
+                    not dist.enabled or len(xb_u8) >= 2 * dist.world
+                ):  # a last batch too small to split over the ranks is skipped
+                    seen += _step(model, forward, opt, cfg.grad_clip, dist, xb_u8, yb, total, channels_last)
+                if (step + 1) % cfg.sync_every == 0 or step + 1 == steps:
+                    where = f"epoch {epoch + 1}, steps {window + 1}-{step + 1} of {steps}"
+                    check_finite(
+                        dist.all_sum(total),
+                        "pretraining",
+                        where,
+                        checkpoint,
+                        "lower pretrain.lr or set pretrain.grad_clip",
+                    )
+                    window = step + 1
+            sched.step()
+            train_loss = float(dist.all_sum(total)) / float(
+                dist.all_sum(torch.tensor(float(seen), dtype=torch.float64, device=device))
+            )
+            val_loss, parts = (
+                evaluate_loss(model, val, max(bs, 256), channels_last=channels_last)
+                if dist.is_main
+                else (float("nan"), {})
+            )
+            log = EpochLog(epoch + 1, train_loss, val_loss, time.perf_counter() - t0, parts)
+            history.append(log)
+            if checkpoint is not None and dist.is_main:
+                checkpoint.save(_state(model, opt, sched, generator, history))
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+            if on_epoch is not None:
+                on_epoch(log)
+            if signals.requested():  # this epoch's checkpoint is written: stop before the next one
+                signals.stop()
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     return history
@@ -244,6 +266,33 @@ def _state(
     }
 
 
+def _save_mid_epoch(
+    checkpoint: Checkpointer | None,
+    dist: DistEnv,
+    model: AutoEncoder,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    generator: torch.Generator,
+    history: list[EpochLog],
+    mid: dict[str, Any],
+) -> None:
+    """SIGTERM between two steps of an epoch: checkpoint the run as it stands, plus what it takes to
+    resume at this very step (the epoch's batch-order state to replay the batches already trained,
+    the partial loss sums, every other RNG). One process only: under torchrun each rank stops with
+    the checkpoint of the last finished epoch, since the ranks are not stopped at one common step."""
+    if checkpoint is None or dist.enabled:
+        return
+    state = _state(model, opt, sched, generator, history)
+    state["partial"] = mid | {"rng": capture_rng()}
+    checkpoint.save(state)
+    print(
+        f"aepipe: pretraining checkpointed in epoch {len(history) + 1} before step {mid['step'] + 1}"
+        f" ({checkpoint.directory}); a re-run resumes there",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _resume(
     checkpoint: Checkpointer | None,
     dist: DistEnv,
@@ -252,9 +301,10 @@ def _resume(
     sched: Any,
     generator: torch.Generator,
     on_epoch: Callable[[EpochLog], None] | None,
-) -> list[EpochLog]:
+) -> tuple[list[EpochLog], dict[str, Any] | None]:
     """Load the last checkpoint into everything that trains; the epochs it holds are replayed to
-    ``on_epoch`` so the new run's curve is complete. Every rank must see the same checkpoint."""
+    ``on_epoch`` so the new run's curve is complete. Every rank must see the same checkpoint.
+    Also returns the mid-epoch position a SIGTERM'd run saved (None after a finished epoch)."""
     state = checkpoint.load() if checkpoint is not None else None
     low, high = dist.agree(state["epoch"] if state else 0)
     if low != high:
@@ -263,7 +313,7 @@ def _resume(
             "put AEPIPE_CHECKPOINT_DIR on storage every node shares"
         )
     if not state:
-        return []
+        return [], None
     assert checkpoint is not None
     with checkpoint.applying():
         model.load_state_dict(state["model"])
@@ -275,4 +325,4 @@ def _resume(
     for log in history:
         if on_epoch is not None:
             on_epoch(log)
-    return history
+    return history, state.get("partial")
