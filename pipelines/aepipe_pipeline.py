@@ -16,7 +16,7 @@ from aepipe.kfp_support import params_to_json
 from components import evaluate, extract, prepare, pretrain, pretrain_pytorchjob, register, train
 
 PIPELINE_NAME = "aepipe"
-FINETUNE_HEADS = ("finetune",)  # heads that train the encoder, so their train task is a GPU task
+FINETUNE_HEADS = ("finetune", "semisup")  # heads that train the encoder, so their train task is a GPU task
 
 
 def gpu_stages(params: Params) -> set[str]:
