@@ -22,7 +22,7 @@ FINETUNE_HEADS = ("finetune", "semisup")  # heads that train the encoder, so the
 def gpu_stages(params: Params) -> set[str]:
     """Training tasks: pretrain always (unless a PyTorchJob trains it), train when the head fine-tunes the encoder."""
     stages = set() if params.kubeflow.pytorchjob.in_pipeline else {"pretrain"}
-    if params.classifier.head in FINETUNE_HEADS:
+    if params.classifier.resolved_head in FINETUNE_HEADS:
         stages.add("train")
     return stages if params.kubeflow.accelerator_limit > 0 else set()
 

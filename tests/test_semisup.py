@@ -76,6 +76,23 @@ def test_params_refuse_bad_semisup_options() -> None:
         parse_params({"classifier": {"semisup": {"pseudo_labels": "oracle"}}})
 
 
+def test_head_auto_picks_semisup_with_few_labels_and_the_probe_otherwise() -> None:
+    from pipelines.aepipe_pipeline import gpu_stages
+
+    def resolved(**classifier: object) -> str:
+        return parse_params({"classifier": classifier}).classifier.resolved_head
+
+    assert parse_params({}).classifier.head == "auto"
+    assert resolved() == "linear"  # all labels
+    assert resolved(labels_per_class=10) == resolved(labels_per_class=100) == "semisup"
+    assert resolved(labels_per_class=101) == "linear"
+    assert resolved(labels_per_class=500, auto_semisup_up_to=500) == "semisup"
+    assert resolved(head="finetune", labels_per_class=10) == "finetune"  # a named head is kept
+    # the Kubeflow train task gets a GPU when auto resolves to a head that trains the encoder
+    assert "train" in gpu_stages(parse_params({"classifier": {"labels_per_class": 10}}))
+    assert "train" not in gpu_stages(parse_params({}))
+
+
 FAST = {"max_epochs": 6, "steps_per_epoch": 15, "patience": 6, "batch_size": 16}
 TINY = {"pretrain": {"epochs": 3}, "model": {"name": "conv", "width": 8}, "device": "cpu"}
 
@@ -171,3 +188,46 @@ def test_killed_semisup_training_resumes_to_the_uninterrupted_result(pretrained:
     for part in ("clf/weights.pt", "clf/autoencoder/weights.pt"):
         a, b = weights(straight / part), weights(killed / part)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+
+
+@pytest.mark.slow
+def test_dvc_repro_with_the_semisup_head_beats_the_probe_and_registers_the_pair(
+    repo_copy: Path, tracking_env: str
+) -> None:
+    """`dvc repro` on digits with 5 labels per class: the semisup head, then the linear probe on
+    the same labels and encoder (only train, evaluate and register re-run); the registered
+    semisup model (its fine-tuned encoder inside) predicts what evaluate scored."""
+    import subprocess
+
+    import mlflow
+    import numpy as np
+
+    from aepipe.data.prepared import load_prepared
+    from tests.test_dvc_pipeline import STAGES, dvc, ran, set_params
+
+    set_params(
+        repo_copy,
+        model={"name": "conv", "width": 8},
+        pretrain={"epochs": 3},
+        classifier={"head": "semisup", "labels_per_class": 5, "semisup": FAST},
+        mlflow={"experiment": "semisup-e2e", "model_name": "semisup-e2e"},
+    )
+    subprocess.run(["git", "commit", "-qam", "semisup params"], cwd=repo_copy, check=True)
+    assert ran(dvc(repo_copy, "repro")) == STAGES
+    semisup = json.loads((repo_copy / "metrics/eval.json").read_text())
+    assert (repo_copy / "models/classifier" / FINETUNED / "weights.pt").is_file()
+
+    model = mlflow.pyfunc.load_model("models:/semisup-e2e@challenger")
+    ds = load_prepared(repo_copy / "data/prepared")
+    x_test, y_test = ds.split("test")
+    pred = model.predict(np.ascontiguousarray(x_test))["class_index"].to_numpy()
+    assert float((pred == y_test).mean()) == pytest.approx(semisup["test_accuracy"], abs=1e-12)
+
+    set_params(repo_copy, classifier={"head": "linear"})
+    assert ran(dvc(repo_copy, "repro")) == ["train", "evaluate", "register"]
+    linear = json.loads((repo_copy / "metrics/eval.json").read_text())
+    print(
+        f"digits, 50 labels: semisup {semisup['test_accuracy']:.4f}, linear probe {linear['test_accuracy']:.4f}"
+    )
+    assert semisup["test_accuracy"] > linear["test_accuracy"]
+    assert semisup["val_accuracy"] > linear["val_accuracy"]

@@ -273,9 +273,16 @@ class SemisupHeadConfig(Section):
 
 
 class ClassifierConfig(Section):
-    head: str = Field("linear", description="classifier head (see aepipe.models.heads.HEADS)")
+    head: str = Field(
+        "auto",
+        description="classifier head (see aepipe.models.heads.HEADS), or auto: semisup when "
+        "labels_per_class <= auto_semisup_up_to, else linear",
+    )
     labels_per_class: int | None = Field(
         None, ge=1, description="labelled training images per class; null = all"
+    )
+    auto_semisup_up_to: int = Field(
+        100, ge=0, description="head auto: labels per class up to which the semisup head is used"
     )
     linear: LinearHeadConfig = LinearHeadConfig()
     mlp: MlpHeadConfig = MlpHeadConfig()
@@ -287,9 +294,18 @@ class ClassifierConfig(Section):
     def _check_head(cls, value: str) -> str:
         from aepipe.models.heads import HEADS
 
-        if value not in HEADS:
-            raise ValueError(f"unknown classifier.head {value!r}; allowed: {', '.join(sorted(HEADS))}")
+        if value != "auto" and value not in HEADS:
+            raise ValueError(f"unknown classifier.head {value!r}; allowed: auto, {', '.join(sorted(HEADS))}")
         return value
+
+    @property
+    def resolved_head(self) -> str:
+        """The head that trains: ``head``, or for ``auto`` semisup with few labels (where it beats
+        the others, bench/README.md), the linear probe with all of them or many."""
+        if self.head != "auto":
+            return self.head
+        few = self.labels_per_class is not None and self.labels_per_class <= self.auto_semisup_up_to
+        return "semisup" if few else "linear"
 
 
 class EvaluateConfig(Section):
