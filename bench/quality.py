@@ -76,8 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--seeds", type=int, default=3, help="seeds of the labelled subset per 100/1000-label cell (0..N-1)"
     )
-    p.add_argument("--no-baselines", action="store_true", help="skip the pixel and CNN rows")
-    p.add_argument("--no-controls", action="store_true", help="skip the untrained-control rows")
+    p.add_argument(
+        "--rows",
+        default="baselines,pretrained,controls",
+        help="which row kinds to run: baselines, pretrained, controls (comma-separated; two processes "
+        "with disjoint rows can share one --out)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="pretrain.epochs (default: params.yaml)")
     p.add_argument(
         "--limit-train",
@@ -387,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--columns: unknown {', '.join(bad)}; known: {', '.join(COLUMNS + OPTIONAL_COLUMNS)}")
     if args.seeds < 1:
         sys.exit("--seeds must be >= 1")
+    kinds = set(args.rows.split(","))
+    if not kinds or kinds - {"baselines", "pretrained", "controls"}:
+        sys.exit(f"--rows {args.rows!r}: a comma-separated subset of baselines, pretrained, controls")
 
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -442,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         return cells
 
     rows: list[dict[str, Any]] = []
-    if not args.no_baselines:
+    if "baselines" in kinds:
         # Baselines on pixels: the linear probe's own trainer on raw / PCA features.
         for kind, name in (("pixels", "LR on raw pixels"), ("pca50", "PCA-50 + LR")):
             print(name, flush=True)
@@ -471,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         params = with_overrides(base, {"model.name": variant})
         uses_labels = REGISTRY[variant].module.uses_labels
         group = "label-using pretraining" if uses_labels else "label-free pretraining"
-        for trained in (True, False) if not args.no_controls else (True,):
+        for trained in [t for t, kind in ((True, "pretrained"), (False, "controls")) if kind in kinds]:
             print(f"{variant} ({'pretrained' if trained else 'untrained control'})", flush=True)
             row = {
                 "name": variant if trained else f"{variant}: untrained control",
@@ -483,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
             def encoder_for(cell: Any, trained: bool = trained, labels: bool = uses_labels) -> dict[str, Any]:
                 return encoder_of(cell, trained, labels and trained)
 
-            enc = encoder_for(cell_params(params, "all:linear"))
-            row["pretrain_seconds"] = enc["pretrain_seconds"]
+            if trained:
+                row["pretrain_seconds"] = encoder_for(cell_params(params, "all:linear"))["pretrain_seconds"]
             for col in columns:
                 if not trained and col.endswith(":finetune"):
                     continue  # fine-tuning random weights is the supervised CNN row
