@@ -159,7 +159,11 @@ def res_curve(out: Path) -> list[dict[str, str]]:
 def test_killed_semisup_training_resumes_to_the_uninterrupted_result(pretrained: Path) -> None:
     head = {
         **TINY,
-        "classifier": {"head": "semisup", "labels_per_class": 5, "semisup": {**FAST, "max_epochs": 4}},
+        "classifier": {
+            "head": "semisup",
+            "labels_per_class": 5,
+            "semisup": {**FAST, "max_epochs": 3, "steps_per_epoch": 8},
+        },
     }
     args = [
         "train",
