@@ -435,13 +435,17 @@ def main(argv: list[str] | None = None) -> int:
             keep |= {"seed": base.seed, "classifier.labels_per_class": base.classifier.labels_per_class}
         return bench.encoder(with_overrides(cell, keep), trained)
 
-    def run_column(params: Any, column: str, encoder_for: Callable[[Any], dict[str, Any]]) -> Any:
+    def run_column(
+        params: Any, column: str, encoder_for: Callable[[Any], dict[str, Any]], column_of_pixels: bool = False
+    ) -> Any:
         """All labels: one cell. A label budget: one cell per seed of the labelled subset."""
         head = column.partition(":")[2]
         evaluate_it = HEADS[head].trains_encoder
         if column.startswith("all:"):
             cell = cell_params(params, column)
-            return bench.head(cell, encoder_for(cell), score_with_evaluate=evaluate_it or head == "linear")
+            # evaluate also scores the probe of an encoder (for the reconstruction MSE); pixels have none
+            probe_of_encoder = head == "linear" and not column_of_pixels
+            return bench.head(cell, encoder_for(cell), score_with_evaluate=evaluate_it or probe_of_encoder)
         cells = []
         for seed in seeds:
             cell = cell_params(params, column, seed)
@@ -456,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             feats = pixel_features(bench, kind)
             row = {"name": name, "group": "baselines"}
             for col in (c for c in columns if c.endswith(":linear")):
-                row[col] = run_column(base, col, lambda _p, f=feats: f)
+                row[col] = run_column(base, col, lambda _p, f=feats: f, column_of_pixels=True)
             rows.append(row)
         # A supervised CNN on the same labels: the conv backbone from scratch (the finetune head on
         # an untrained encoder, encoder at the head's learning rate from the first epoch).
