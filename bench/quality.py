@@ -2,18 +2,24 @@
 
 Every cell is a real run of the pipeline's own stage functions (prepare, pretrain, extract,
 train, evaluate; NullTracker, no MLflow) with params.yaml plus the overrides given here, so the
-figures are what `dvc repro` produces with those params. Rows: logistic regression on raw
-pixels, PCA-50 + LR, the conv backbone trained from scratch as a CNN on the same labels, and for
-every variant the pretrained encoder and its untrained control (same architecture and seed,
-random weights, probed the same way). With 100 and 1000 labels both the linear probe and the
-finetune head run (the control only probes: fine-tuning random weights is the CNN row). Model
-selection inside a cell, between heads at a label budget, and of the best variant uses the
-validation split only; every figure shown is test accuracy.
+figures are what `dvc repro` produces with those params. Rows, in three groups kept apart:
+baselines that learn from the labels alone (logistic regression on raw pixels, PCA-50 + LR, the
+conv backbone trained from scratch as a supervised CNN on the same labels), variants pretrained
+WITHOUT labels, and variants whose pretraining uses the labelled subset (vae_joint), each variant
+followed by its untrained control (same architecture and seed, random weights, given the same
+heads: what pretraining adds). Columns: the linear probe, MLP and fine-tune heads on all labels;
+at 100 and 1000 labels (10 / 100 per class) the linear probe, fine-tune and the semisup head
+(FixMatch-style, every training image unlabelled), each the mean +- std over ``--seeds`` seeds of
+the labelled subset (the seed also drives the head's initialisation and batch order). Model
+selection inside a cell and the choice of the best variant use the validation split only; every
+figure shown is test accuracy.
 
     PYTHONPATH=src:. python bench/quality.py --data ../shared/data/mnist.npz --epochs 2
 
-A cell's result is cached under --out by a hash of its params and data, so a run that was
-stopped continues where it stopped (the figures of a cell never mix two runs).
+A cell's result is cached under --out by a hash of its params, the prepared data's hash and the
+source code it runs (src/aepipe and this file; encoder cells leave out the head-only modules,
+which pretraining never imports: tests/test_bench_quality.py checks that), so a stopped run
+continues where it stopped and a RESULT line never reprints cells of other code.
 """
 
 from __future__ import annotations
@@ -30,9 +36,26 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-LABEL_BUDGETS = {"l10": 10, "l100": 100}  # labels per class -> 100 and 1000 labels on 10 classes
-LABEL_HEADS = ("linear", "finetune")  # heads tried at each label budget; validation picks one
-COLUMNS = ["linear", "mlp", "finetune", "l10:linear", "l10:finetune", "l100:linear", "l100:finetune"]
+BUDGETS = {"l10": 10, "l100": 100}  # labels per class -> 100 and 1000 labels on 10 classes
+BUDGET_HEADS = ("linear", "finetune", "semisup")  # heads at each label budget; validation picks one
+COLUMNS = [
+    "all:linear",
+    "all:mlp",
+    "all:finetune",
+    *(f"{b}:{h}" for b in BUDGETS for h in BUDGET_HEADS),
+]
+OPTIONAL_COLUMNS = ["all:semisup"]  # not run unless asked with --columns
+TITLES = {"all": "all labels", "l10": "100 labels", "l100": "1000 labels"}
+# Modules only the train/evaluate stages import: pretraining and extraction never do
+# (tests/test_bench_quality.py checks it), so editing them keeps the encoder cells.
+HEAD_ONLY = (
+    "training/heads.py",
+    "training/finetune.py",
+    "training/semisup.py",
+    "training/augment.py",
+    "stages/train.py",
+    "stages/evaluate.py",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +67,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variants",
         default=None,
         help="comma-separated model.name values (default: every registered variant)",
+    )
+    p.add_argument(
+        "--columns",
+        default=",".join(COLUMNS),
+        help=f"comma-separated columns to run (default: all of {', '.join(COLUMNS)}; also {', '.join(OPTIONAL_COLUMNS)})",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=3, help="seeds of the labelled subset per 100/1000-label cell (0..N-1)"
+    )
+    p.add_argument(
+        "--rows",
+        default="baselines,pretrained,controls",
+        help="which row kinds to run: baselines, pretrained, controls (comma-separated; two processes "
+        "with disjoint rows can share one --out)",
     )
     p.add_argument("--epochs", type=int, default=None, help="pretrain.epochs (default: params.yaml)")
     p.add_argument(
@@ -66,6 +103,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=1, help="torch/BLAS threads (1 is fastest on a shared 2-core machine)"
     )
     return p.parse_args(argv)
+
+
+def code_hash(encoder_only: bool) -> str:
+    """Hash of the code a cell runs: every module of src/aepipe (less HEAD_ONLY for encoder
+    cells) and the source of this file's cell-running functions (not its table printing)."""
+    import inspect
+
+    digest = hashlib.sha256()
+    root = REPO / "src" / "aepipe"
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if encoder_only and rel in HEAD_ONLY:
+            continue
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    for fn in (
+        Bench,
+        save_untrained,
+        frozen_test_accuracy,
+        pixel_features,
+        limited_npz,
+        with_overrides,
+        top_confusions,
+        best_curve_row,
+    ):
+        digest.update(inspect.getsource(fn).encode())
+    return digest.hexdigest()[:16]
 
 
 def set_key(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -114,9 +177,15 @@ class Bench:
         ds = load_prepared(data_dir, mmap=True)
         self.data_hash = ds.meta["data_hash"]
         self.y_test = ds.split("test")[1]
+        self.code = {part: code_hash(encoder_only=part == "encoder") for part in ("encoder", "all")}
 
     def key(self, kind: str, params: Any, upstream: str) -> str:
-        blob = json.dumps([kind, params.flat(), self.data_hash, upstream], sort_keys=True, default=str)
+        """Params, data, the cell it builds on, and the code: encoder cells (pretrained,
+        untrained, pixel features) hash the code pretraining runs, every other cell all of it."""
+        code = self.code[
+            "encoder" if kind in ("pretrained", "untrained") or kind.startswith("features-") else "all"
+        ]
+        blob = json.dumps([kind, params.flat(), self.data_hash, upstream, code], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def cached(
@@ -129,9 +198,10 @@ class Bench:
             return json.loads(done.read_text())
         work = self.out / "work" / f"{kind}-{key}"
         shutil.rmtree(work, ignore_errors=True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = fn(work)
         result["cell_seconds"] = round(time.perf_counter() - start, 1)
+        result["cell_cpu_seconds"] = round(time.process_time() - cpu, 1)  # all threads of this process
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(result, indent=2))
         print(f"  {kind}: {json.dumps({k: v for k, v in result.items() if k != 'dir'})}", flush=True)
@@ -173,7 +243,7 @@ class Bench:
                 work / "plots",
             )
             out = {"val": res["val_accuracy"], "labels_used": res["labels_used"]}
-            if not HEADS[params.classifier.head].trains_encoder:
+            if not HEADS[params.classifier.resolved_head].trains_encoder:
                 out["test"] = frozen_test_accuracy(work / "clf", enc_dir / "features", self.y_test)
             if score_with_evaluate:
                 metrics = evaluate.run(
@@ -184,12 +254,37 @@ class Bench:
                         f"{work}: evaluate ({metrics['test_accuracy']}) and the features ({out['test']}) disagree"
                     )
                 out |= {"test": metrics["test_accuracy"], "recon_mse": metrics["test_recon_mse"]}
+                out["confusions"] = top_confusions(work / "plots" / "confusion.csv")
+            if HEADS[params.classifier.resolved_head].trains_encoder:
+                out |= {k: res[k] for k in ("best_epoch", "epochs_run", "seconds") if k in res}
+                out["best_row"] = best_curve_row(work / "plots" / "train_curve.csv")
             shutil.rmtree(
                 work / "clf", ignore_errors=True
             )  # fine-tuned encoders add up; the figures are kept
             return out
 
-        return self.cached(f"head-{params.classifier.head}", params, run, upstream=enc["dir"])
+        return self.cached(f"head-{params.classifier.resolved_head}", params, run, upstream=enc["dir"])
+
+
+def top_confusions(confusion_csv: Path, n: int = 6) -> list[list[Any]]:
+    """The ``n`` most frequent (true, predicted, count) mistakes on the test split."""
+    import csv
+    from collections import Counter
+
+    with open(confusion_csv) as fh:
+        pairs = Counter(
+            (r["actual"], r["predicted"]) for r in csv.DictReader(fh) if r["actual"] != r["predicted"]
+        )
+    return [[a, p, c] for (a, p), c in pairs.most_common(n)]
+
+
+def best_curve_row(curve_csv: Path) -> dict[str, float]:
+    """The training curve's row of the epoch early stopping kept (pseudo-label statistics)."""
+    import csv
+
+    with open(curve_csv) as fh:
+        rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
+    return max(rows, key=lambda r: r["val_accuracy"]) if rows else {}
 
 
 def save_untrained(params: Any, data_dir: Path, model_dir: Path) -> None:
@@ -251,6 +346,24 @@ def fmt(value: float | None, pct: bool = True) -> str:
     return f"{100 * value:.2f}" if pct else f"{value:.4f}"
 
 
+def mean_std(cells: list[dict[str, Any]], key: str = "test") -> tuple[float, float]:
+    import statistics
+
+    values = [c[key] for c in cells]
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt_cell(cell: Any, seeds: int) -> str:
+    """One figure, or mean ± std over the seeds run (with n when fewer than asked)."""
+    if cell is None:
+        return "—"
+    if isinstance(cell, dict):
+        return fmt(cell["test"])
+    mean, std = mean_std(cell)
+    text = f"{100 * mean:.2f} ± {100 * std:.2f}" if len(cell) > 1 else f"{100 * mean:.2f}"
+    return text + (f" (n={len(cell)})" if len(cell) < seeds else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -272,6 +385,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if v not in REGISTRY]
     if unknown:
         sys.exit(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+    columns = [c for c in args.columns.split(",") if c]
+    bad = [c for c in columns if c not in COLUMNS + OPTIONAL_COLUMNS]
+    if bad:
+        sys.exit(f"--columns: unknown {', '.join(bad)}; known: {', '.join(COLUMNS + OPTIONAL_COLUMNS)}")
+    if args.seeds < 1:
+        sys.exit("--seeds must be >= 1")
+    kinds = set(args.rows.split(","))
+    if not kinds or kinds - {"baselines", "pretrained", "controls"}:
+        sys.exit(f"--rows {args.rows!r}: a comma-separated subset of baselines, pretrained, controls")
 
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -296,116 +418,170 @@ def main(argv: list[str] | None = None) -> int:
         prepare.run(base, data_dir)
     bench = Bench(base, out, data_dir)
     counts = json.loads((data_dir / "meta.json").read_text())["counts"]
-    print(f"data {data} ({counts}); overrides {overrides or '{}'}", flush=True)
+    print(f"data {data} ({counts}); overrides {overrides or '{}'}; columns {','.join(columns)}", flush=True)
+    seeds = list(range(args.seeds))
+
+    def cell_params(params: Any, column: str, seed: int | None = None) -> Any:
+        budget, _, head = column.partition(":")
+        over = {"classifier.head": head, "classifier.labels_per_class": BUDGETS.get(budget)}
+        return with_overrides(params, over | ({"seed": seed} if seed is not None else {}))
+
+    def encoder_of(cell: Any, trained: bool, sees_labels: bool) -> dict[str, Any]:
+        """The encoder a cell's head starts from. Only a variant that pretrains with labels
+        (trained) depends on the cell's labelled subset and seed; every other encoder is the
+        base seed's, shared by all heads, budgets and seeds."""
+        keep = {"classifier.head": base.classifier.head}
+        if not sees_labels:
+            keep |= {"seed": base.seed, "classifier.labels_per_class": base.classifier.labels_per_class}
+        return bench.encoder(with_overrides(cell, keep), trained)
+
+    def run_column(
+        params: Any, column: str, encoder_for: Callable[[Any], dict[str, Any]], column_of_pixels: bool = False
+    ) -> Any:
+        """All labels: one cell. A label budget: one cell per seed of the labelled subset."""
+        head = column.partition(":")[2]
+        evaluate_it = HEADS[head].trains_encoder
+        if column.startswith("all:"):
+            cell = cell_params(params, column)
+            # evaluate also scores the probe of an encoder (for the reconstruction MSE); pixels have none
+            probe_of_encoder = head == "linear" and not column_of_pixels
+            return bench.head(cell, encoder_for(cell), score_with_evaluate=evaluate_it or probe_of_encoder)
+        cells = []
+        for seed in seeds:
+            cell = cell_params(params, column, seed)
+            cells.append(bench.head(cell, encoder_for(cell), score_with_evaluate=evaluate_it))
+        return cells
 
     rows: list[dict[str, Any]] = []
-
-    def labelled(params: Any, head: str, per_class: int | None) -> Any:
-        return with_overrides(params, {"classifier.head": head, "classifier.labels_per_class": per_class})
-
-    # Baselines on pixels: the linear probe's own trainer on raw / PCA features.
-    for kind, name in (("pixels", "LR on raw pixels"), ("pca50", "PCA-50 + LR")):
-        print(f"{name}", flush=True)
-        feats = pixel_features(bench, kind)
-        row = {"name": name}
-        for col, per_class in (("linear", None), *((f"{c}:linear", n) for c, n in LABEL_BUDGETS.items())):
-            row[col] = bench.head(labelled(base, "linear", per_class), feats, score_with_evaluate=False)
-        rows.append(row)
-
-    # The conv backbone as a plain CNN trained from scratch: the finetune head on an untrained
-    # encoder, encoder at the head's learning rate from the first epoch.
-    scratch = with_overrides(
-        base,
-        {
-            "model.name": "conv",
-            "classifier.finetune.encoder_lr_ratio": 1.0,
-            "classifier.finetune.head_epochs": 0,
-        },
-    )
-    print("CNN from scratch", flush=True)
-    untrained_conv = bench.encoder(scratch, trained=False)
-    row = {"name": "CNN from scratch (conv backbone)"}
-    for col, per_class in (("finetune", None), *((f"{c}:finetune", n) for c, n in LABEL_BUDGETS.items())):
-        row[col] = bench.head(
-            labelled(scratch, "finetune", per_class), untrained_conv, score_with_evaluate=True
+    if "baselines" in kinds:
+        # Baselines on pixels: the linear probe's own trainer on raw / PCA features.
+        for kind, name in (("pixels", "LR on raw pixels"), ("pca50", "PCA-50 + LR")):
+            print(name, flush=True)
+            feats = pixel_features(bench, kind)
+            row = {"name": name, "group": "baselines"}
+            for col in (c for c in columns if c.endswith(":linear")):
+                row[col] = run_column(base, col, lambda _p, f=feats: f, column_of_pixels=True)
+            rows.append(row)
+        # A supervised CNN on the same labels: the conv backbone from scratch (the finetune head on
+        # an untrained encoder, encoder at the head's learning rate from the first epoch).
+        scratch = with_overrides(
+            base,
+            {
+                "model.name": "conv",
+                "classifier.finetune.encoder_lr_ratio": 1.0,
+                "classifier.finetune.head_epochs": 0,
+            },
         )
-    rows.append(row)
+        print("supervised CNN", flush=True)
+        row = {"name": "supervised CNN (conv backbone from scratch)", "group": "baselines"}
+        for col in (c for c in columns if c.endswith(":finetune")):
+            row[col] = run_column(scratch, col, lambda p: encoder_of(p, trained=False, sees_labels=False))
+        rows.append(row)
 
     for variant in variants:
         params = with_overrides(base, {"model.name": variant})
         uses_labels = REGISTRY[variant].module.uses_labels
-        for trained in (True, False):
+        group = "label-using pretraining" if uses_labels else "label-free pretraining"
+        for trained in [t for t, kind in ((True, "pretrained"), (False, "controls")) if kind in kinds]:
             print(f"{variant} ({'pretrained' if trained else 'untrained control'})", flush=True)
-            enc = bench.encoder(params, trained)
             row = {
                 "name": variant if trained else f"{variant}: untrained control",
-                "variant": variant if trained else None,
+                "group": group,
+                "variant": variant,
+                "trained": trained,
             }
-            row["pretrain_seconds"] = enc["pretrain_seconds"]
-            for head in ("linear", "mlp", "finetune") if trained else ("linear", "mlp"):
-                # evaluate.run once per encoder (linear) for the reconstruction MSE, and for finetune
-                row[head] = bench.head(labelled(params, head, None), enc, score_with_evaluate=head != "mlp")
-            row["recon_mse"] = row["linear"].get("recon_mse")
-            for col, per_class in LABEL_BUDGETS.items():
-                # a variant that pretrains with labels sees only this budget's labels: pretrain again
-                budget_enc = (
-                    bench.encoder(labelled(params, "linear", per_class), trained)
-                    if uses_labels and trained
-                    else enc
-                )
-                # fine-tuning an untrained encoder is the CNN-from-scratch row
-                for head in LABEL_HEADS if trained else ("linear",):
-                    cell = labelled(params, head, per_class)
-                    row[f"{col}:{head}"] = bench.head(
-                        cell, budget_enc, score_with_evaluate=HEADS[head].trains_encoder
-                    )
+
+            def encoder_for(cell: Any, trained: bool = trained, labels: bool = uses_labels) -> dict[str, Any]:
+                return encoder_of(cell, trained, labels and trained)
+
+            if trained:
+                row["pretrain_seconds"] = encoder_for(cell_params(params, "all:linear"))["pretrain_seconds"]
+            for col in columns:
+                if not trained and col.endswith(":finetune"):
+                    continue  # fine-tuning random weights is the supervised CNN row
+                row[col] = run_column(params, col, encoder_for)
+            if isinstance(row.get("all:linear"), dict):
+                row["recon_mse"] = row["all:linear"].get("recon_mse")
             rows.append(row)
 
     (out / "table.json").write_text(json.dumps(rows, indent=2, default=str))
-    print_table(rows, variants, time.perf_counter() - t_start, bench)
+    print_table(rows, columns, args.seeds, time.perf_counter() - t_start, bench)
     return 0
 
 
-def by_validation(row: dict[str, Any], budget: str) -> dict[str, Any] | None:
-    """The label-budget cell whose head did best on validation (ties: the first in LABEL_HEADS)."""
-    cells = [row[f"{budget}:{head}"] for head in LABEL_HEADS if row.get(f"{budget}:{head}")]
-    return max(cells, key=lambda c: c["val"]) if cells else None
+def by_validation(row: dict[str, Any], budget: str) -> Any:
+    """The budget's cell (list over seeds) whose head did best on validation, mean over seeds."""
+    cells = [row[f"{budget}:{head}"] for head in BUDGET_HEADS if row.get(f"{budget}:{head}")]
+    return max(cells, key=lambda c: mean_std(c, "val")[0]) if cells else None
 
 
-def print_table(rows: list[dict[str, Any]], variants: list[str], seconds: float, bench: Bench) -> None:
-    def test(cell: dict[str, Any] | None) -> str:
-        return fmt(cell["test"] if cell else None)
-
-    header = [
-        "row",
-        "linear probe",
-        "MLP head",
-        "fine-tune",
-        "100 labels: linear",
-        "100 labels: fine-tune",
-        "1000 labels: linear",
-        "1000 labels: fine-tune",
-        "recon. MSE",
-        "pretrain s",
-        "val (linear)",
-    ]
+def print_table(
+    rows: list[dict[str, Any]], columns: list[str], seeds: int, seconds: float, bench: Bench
+) -> None:
+    header = ["row", *(f"{TITLES[c.split(':')[0]]}: {c.split(':')[1]}" for c in columns)]
+    header += ["recon. MSE", "pretrain s", "val (linear)"]
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
+    group = None
     for row in rows:
-        cells = [row["name"], *(test(row.get(c)) for c in COLUMNS)]
+        if row["group"] != group:
+            group = row["group"]
+            print("| " + " | ".join([f"**{group}**", *[""] * (len(header) - 1)]) + " |")
+        cells = [row["name"], *(fmt_cell(row.get(c), seeds) for c in columns)]
         cells.append(fmt(row.get("recon_mse"), pct=False))
         cells.append(f"{row['pretrain_seconds']:.0f}" if row.get("pretrain_seconds") else "—")
-        cells.append(fmt(row["linear"]["val"]) if row.get("linear") else "—")
+        cells.append(fmt(row["all:linear"]["val"]) if isinstance(row.get("all:linear"), dict) else "—")
         print("| " + " | ".join(cells) + " |")
-    print(f"\ntest accuracy in %, {len(bench.y_test)} test images; total wall time {seconds / 60:.1f} min")
-    pretrained = [r for r in rows if r.get("variant") in variants]
-    best = max(pretrained, key=lambda r: r["linear"]["val"])  # chosen on validation, reported on test
-    picks = {budget: by_validation(best, budget) for budget in LABEL_BUDGETS}
     print(
-        f"RESULT best={best['variant']} linear={test(best['linear'])} finetune={test(best['finetune'])} "
-        f"l10={test(picks['l10'])} l100={test(picks['l100'])}"
+        f"\ntest accuracy in %, {len(bench.y_test)} test images; 100/1000-label cells: mean ± std over "
+        f"{seeds} seed(s) of the labelled subset; total wall time {seconds / 60:.1f} min"
     )
+    for row in rows:  # what the semi-supervised cells cost, and what their errors look like
+        for col in columns:
+            cells = row.get(col)
+            if not col.endswith(":semisup") or not cells:
+                continue
+            for i, cell in enumerate(cells if isinstance(cells, list) else [cells]):
+                b = cell.get("best_row", {})
+                print(
+                    f"  {row['name']} / {TITLES[col.split(':')[0]]} semisup, seed {i}: test {fmt(cell['test'])}, "
+                    f"{cell['cell_seconds']:.0f} s wall, {cell.get('cell_cpu_seconds', float('nan')):.0f} s CPU, "
+                    f"best epoch {cell.get('best_epoch')}/{cell.get('epochs_run')}, pseudo-labels at best: "
+                    f"mask {b.get('mask_rate', float('nan')):.3f}, right {b.get('pseudo_label_accuracy', float('nan')):.4f}, "
+                    f"wrong ones' confidence {b.get('wrong_pseudo_label_confidence', float('nan')):.3f}; "
+                    f"top confusions (true, predicted, n) {cell.get('confusions')}"
+                )
+    below = [
+        f"{row['name']} {col}"
+        for row in rows
+        if row.get("trained")
+        for col in columns
+        for ctrl in rows
+        if ctrl.get("variant") == row["variant"]
+        and ctrl.get("trained") is False
+        and ctrl.get(col)
+        and row.get(col)
+        if mean_std(as_list(row[col]))[0] <= mean_std(as_list(ctrl[col]))[0]
+    ]
+    print(f"cells not above their untrained control: {', '.join(below) if below else 'none'}")
+    parts = []
+    for group, tag in (("label-free pretraining", "free"), ("label-using pretraining", "using")):
+        trained = [r for r in rows if r["group"] == group and r.get("trained")]
+        if not trained:
+            continue
+        with_probe = [r for r in trained if isinstance(r.get("all:linear"), dict)]
+        best = max(with_probe, key=lambda r: r["all:linear"]["val"]) if with_probe else trained[0]
+        parts.append(f"{tag}={best['variant']}")
+        for col in ("all:linear", "all:finetune"):
+            parts.append(f"{tag}_{col.split(':')[1]}={fmt_cell(best.get(col), seeds).replace(' ', '')}")
+        for budget in BUDGETS:
+            parts.append(f"{tag}_{budget}={fmt_cell(by_validation(best, budget), seeds).replace(' ', '')}")
+    print("RESULT " + " ".join(parts))
+
+
+def as_list(cell: Any) -> list[dict[str, Any]]:
+    return cell if isinstance(cell, list) else [cell]
 
 
 if __name__ == "__main__":

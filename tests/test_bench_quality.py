@@ -1,8 +1,11 @@
-"""bench/quality.py end to end on a toy npz: every row and column filled, one RESULT line."""
+"""bench/quality.py end to end on a toy npz (every row group and column filled, mean ± std over
+seeds, one RESULT line), and its cell cache keyed by the code as well as the params and data."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +14,12 @@ import pytest
 
 from tests.conftest import REPO, toy_images, write_npz
 
-pytestmark = pytest.mark.slow
+ACC = r"\d+\.\d\d"
+MEAN_STD = rf"{ACC} ± {ACC}"
 
 
-def test_quality_table_has_every_row_and_a_result_line(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_quality_table_has_every_row_group_and_a_result_line(tmp_path: Path) -> None:
     x, y = toy_images(n_per_class=40, classes=3)
     xt, yt = toy_images(n_per_class=10, classes=3, seed=1)
     data = write_npz(tmp_path / "toy.npz", x_train=x[:, 0], y_train=y, x_test=xt[:, 0], y_test=yt)
@@ -27,42 +32,116 @@ def test_quality_table_has_every_row_and_a_result_line(tmp_path: Path) -> None:
         "conv,vae_joint",
         "--epochs",
         "1",
+        "--seeds",
+        "2",
         "--set",
         "model.width=4",
         "--set",
         "classifier.finetune.max_epochs=1",
         "--set",
         "classifier.mlp.max_epochs=1",
+        "--set",
+        "classifier.semisup={max_epochs: 1, steps_per_epoch: 2, batch_size: 8, unlabelled_ratio: 2}",
         "--out",
         str(tmp_path / "out"),
     ]
     env = {"PYTHONPATH": f"{REPO / 'src'}:{REPO}", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [
-        line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| row")
+    table = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+    header = table[0].split(" | ")
+    assert header[1:10] == [
+        "all labels: linear",
+        "all labels: mlp",
+        "all labels: finetune",
+        "100 labels: linear",
+        "100 labels: finetune",
+        "100 labels: semisup",
+        "1000 labels: linear",
+        "1000 labels: finetune",
+        "1000 labels: semisup",
     ]
-    names = [r.split(" | ")[0].strip("| ") for r in rows]
+    names = [r.split(" | ")[0].strip("| ") for r in table[1:]]
     assert names == [
+        "**baselines**",
         "LR on raw pixels",
         "PCA-50 + LR",
-        "CNN from scratch (conv backbone)",
+        "supervised CNN (conv backbone from scratch)",
+        "**label-free pretraining**",
         "conv",
         "conv: untrained control",
+        "**label-using pretraining**",
         "vae_joint",
         "vae_joint: untrained control",
     ]
-    pretrained = rows[3].split(" | ")
-    assert all(re.fullmatch(r"\d+\.\d\d", cell) for cell in pretrained[1:8]), (
-        pretrained
-    )  # every accuracy column
+    conv = table[names.index("conv") + 1].split(" | ")
+    assert all(re.fullmatch(ACC, c) for c in conv[1:4]), conv  # one figure per all-label column
+    assert all(re.fullmatch(MEAN_STD, c) for c in conv[4:10]), conv  # mean ± std over the 2 seeds
+    control = table[names.index("conv: untrained control") + 1].split(" | ")
+    assert re.fullmatch(MEAN_STD, control[6]) and re.fullmatch(MEAN_STD, control[9])  # semisup control
+    assert control[5] == control[8] == "—"  # fine-tuning random weights is the CNN row
+    cnn = table[names.index("supervised CNN (conv backbone from scratch)") + 1].split(" | ")
+    assert re.fullmatch(MEAN_STD, cnn[5]) and re.fullmatch(MEAN_STD, cnn[8])
+    assert re.search(r"conv / 100 labels semisup, seed 1: test \d+\.\d\d, \d+ s wall, \d+ s CPU", out.stdout)
     assert re.search(
-        r"^RESULT best=(conv|vae_joint) linear=\d+\.\d\d finetune=\d+\.\d\d l10=\d+\.\d\d l100=\d+\.\d\d$",
+        rf"^RESULT free=conv free_linear={ACC} free_finetune={ACC} free_l10={ACC}±{ACC} free_l100={ACC}±{ACC} "
+        rf"using=vae_joint using_linear={ACC} using_finetune={ACC} using_l10={ACC}±{ACC} using_l100={ACC}±{ACC}$",
         out.stdout,
         re.M,
     )
     # a second run reads every cell from the cache and prints the same table
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert [line for line in again.stdout.splitlines() if line.startswith("| ")] == [
-        line for line in out.stdout.splitlines() if line.startswith("| ")
-    ]
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert [line for line in again.stdout.splitlines() if line.startswith("| ")] == table
+    assert "  head-" not in again.stdout and "  pretrained:" not in again.stdout  # nothing recomputed
+
+
+def test_the_cache_key_follows_the_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Editing any module changes the key of head cells; editing a head-only module keeps the key
+    of encoder cells (pretraining never runs it), editing any other module changes it too."""
+    sys.path.insert(0, str(REPO))
+    from bench import quality
+
+    shutil.copytree(REPO / "src", tmp_path / "src")
+    monkeypatch.setattr(quality, "REPO", tmp_path)
+    before = {part: quality.code_hash(part) for part in (True, False)}
+
+    semisup = tmp_path / "src/aepipe/training/semisup.py"
+    semisup.write_text(semisup.read_text() + "\n# edited\n")
+    after_head = {part: quality.code_hash(part) for part in (True, False)}
+    assert after_head[True] == before[True] and after_head[False] != before[False]
+
+    backbone = tmp_path / "src/aepipe/models/backbone.py"
+    backbone.write_text(backbone.read_text() + "\n# edited\n")
+    after_model = {part: quality.code_hash(part) for part in (True, False)}
+    assert after_model[True] != after_head[True] and after_model[False] != after_head[False]
+
+
+@pytest.mark.slow
+def test_pretraining_and_extraction_never_import_the_head_only_modules(tmp_path: Path) -> None:
+    """What lets encoder cells leave HEAD_ONLY out of their key: the bench's encoder cell (the
+    pretrain and extract stages, and the untrained control) imports none of those modules."""
+    sys.path.insert(0, str(REPO))
+    from bench.quality import HEAD_ONLY
+
+    script = f"""
+import json, sys
+from pathlib import Path
+from aepipe.config import parse_params
+from aepipe.stages import extract, prepare, pretrain
+from bench.quality import save_untrained
+root = Path({str(tmp_path)!r})
+params = parse_params({{"pretrain": {{"epochs": 1}}, "model": {{"width": 4}}, "device": "cpu"}})
+prepare.run(params, root / "data")
+pretrain.run(params, root / "data", root / "ae", root / "p.json", root / "plots")
+extract.run(params, root / "data", root / "ae", root / "features")
+save_untrained(params, root / "data", root / "untrained")
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("aepipe"))))
+"""
+    env = {"PYTHONPATH": f"{REPO / 'src'}:{REPO}", "PATH": "/usr/bin:/bin", "AEPIPE_PROGRESS": "0"}
+    env["AEPIPE_CHECKPOINT_DIR"] = str(tmp_path / "ckpt")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    imported = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "aepipe.stages.pretrain" in imported and "aepipe.training.pretrain" in imported
+    head_only = {"aepipe." + p.removesuffix(".py").replace("/", ".") for p in HEAD_ONLY}
+    assert not imported & head_only, imported & head_only

@@ -18,7 +18,7 @@ def test_repo_params_yaml_is_valid_and_complete() -> None:
     # every section of the model is spelled out in params.yaml, so `dvc params diff` shows it all
     assert set(raw) == set(Params.model_fields)
     assert params.data.source == "digits"
-    assert params.classifier.head == "linear"
+    assert params.classifier.head == "auto" and params.classifier.resolved_head == "linear"  # all labels
 
 
 @pytest.mark.parametrize(

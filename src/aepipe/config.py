@@ -214,23 +214,102 @@ class FinetuneHeadConfig(LoopConfig):
     max_shift: int = Field(2, ge=0, le=16, description="augment: largest shift in pixels, per axis")
 
 
+class AugmentConfig(Section):
+    """Batch augmentations of the semisup head (aepipe.training.augment). Defaults suit digits and
+    silhouettes: no flips (a mirrored 2 is not a 2)."""
+
+    weak_translate: float = Field(
+        0.0625, ge=0.0, le=0.5, description="weak view: largest shift, share of the image side (whole pixels)"
+    )
+    rotate_deg: float = Field(15.0, ge=0.0, le=180.0, description="strong view: largest rotation in degrees")
+    scale: float = Field(0.15, ge=0.0, lt=1.0, description="strong view: zoom in [1 - scale, 1 + scale]")
+    shear: float = Field(0.2, ge=0.0, le=1.0, description="strong view: largest shear (tangent)")
+    translate: float = Field(0.1, ge=0.0, le=0.5, description="strong view: largest shift, share of the side")
+    contrast: float = Field(0.5, ge=0.0, le=1.0, description="strong view: contrast factor in [1 - c, 1 + c]")
+    cutout: float = Field(
+        0.4,
+        ge=0.0,
+        le=1.0,
+        description="strong view: side of the square set to background, share of the side",
+    )
+    flip: bool = Field(False, description="mirror left-right half the time (both views); wrong for digits")
+
+
+class SemisupHeadConfig(Section):
+    """FixMatch-style training of encoder + linear head on the labelled subset and every training
+    image (aepipe.training.semisup)."""
+
+    lr: float = Field(2e-3, gt=0.0, le=10.0, description="the head's peak learning rate (cosine decay)")
+    encoder_lr_ratio: float = Field(
+        0.5, gt=0.0, le=1.0, description="encoder learning rate = lr x this (the head gets lr)"
+    )
+    weight_decay: float = Field(1e-4, ge=0.0, description="AdamW decoupled weight decay")
+    batch_size: int = Field(32, ge=1, le=65_536, description="labelled images per step")
+    unlabelled_ratio: int = Field(
+        4, ge=1, le=64, description="unlabelled images per step = batch_size x this (FixMatch's mu)"
+    )
+    steps_per_epoch: int = Field(
+        100, ge=1, description="steps between validations/checkpoints (an epoch of this head)"
+    )
+    max_epochs: int = Field(20, ge=1, le=10_000, description="the cosine schedule spans this many epochs")
+    patience: int = Field(
+        10, ge=1, description="stop after this many epochs without a better validation accuracy (EMA model)"
+    )
+    threshold: float = Field(
+        0.95,
+        gt=0.0,
+        le=1.0,
+        description="an unlabelled image counts when its weak-view confidence is >= this",
+    )
+    unlabelled_weight: float = Field(1.0, ge=0.0, description="lambda_u: weight of the pseudo-label loss")
+    ema_decay: float = Field(
+        0.99, ge=0.0, lt=1.0, description="teacher = decay x teacher + (1 - decay) x student, every step"
+    )
+    pseudo_labels: Literal["student", "teacher"] = Field(
+        "student",
+        description="which model reads the weak view: the student (FixMatch) or the EMA teacher",
+    )
+    init_head: Literal["probe", "random"] = Field(
+        "probe",
+        description="start the head from the linear probe on the labelled features (C by validation) or at random",
+    )
+    augment: AugmentConfig = AugmentConfig()
+
+
 class ClassifierConfig(Section):
-    head: str = Field("linear", description="classifier head (see aepipe.models.heads.HEADS)")
+    head: str = Field(
+        "auto",
+        description="classifier head (see aepipe.models.heads.HEADS), or auto: semisup when "
+        "labels_per_class <= auto_semisup_up_to, else linear",
+    )
     labels_per_class: int | None = Field(
         None, ge=1, description="labelled training images per class; null = all"
+    )
+    auto_semisup_up_to: int = Field(
+        100, ge=0, description="head auto: labels per class up to which the semisup head is used"
     )
     linear: LinearHeadConfig = LinearHeadConfig()
     mlp: MlpHeadConfig = MlpHeadConfig()
     finetune: FinetuneHeadConfig = FinetuneHeadConfig()
+    semisup: SemisupHeadConfig = SemisupHeadConfig()
 
     @field_validator("head")
     @classmethod
     def _check_head(cls, value: str) -> str:
         from aepipe.models.heads import HEADS
 
-        if value not in HEADS:
-            raise ValueError(f"unknown classifier.head {value!r}; allowed: {', '.join(sorted(HEADS))}")
+        if value != "auto" and value not in HEADS:
+            raise ValueError(f"unknown classifier.head {value!r}; allowed: auto, {', '.join(sorted(HEADS))}")
         return value
+
+    @property
+    def resolved_head(self) -> str:
+        """The head that trains: ``head``, or for ``auto`` semisup with few labels (where it beats
+        the others, bench/README.md), the linear probe with all of them or many."""
+        if self.head != "auto":
+            return self.head
+        few = self.labels_per_class is not None and self.labels_per_class <= self.auto_semisup_up_to
+        return "semisup" if few else "linear"
 
 
 class EvaluateConfig(Section):

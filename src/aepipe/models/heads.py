@@ -81,7 +81,7 @@ class MLPClassifier(Standardized):
 @dataclass
 class HeadData:
     """What a head trainer gets from the train stage. Heads on frozen features use the features;
-    ``finetune`` also reads the images (``data_dir``, rows ``picked`` of the train split) and the
+    ``finetune`` and ``semisup`` also read the images (``data_dir``, rows ``picked`` of the train split) and the
     pretrained autoencoder (``model_dir``)."""
 
     f_train: np.ndarray
@@ -127,4 +127,5 @@ HEADS: dict[str, Head] = {
     "linear": Head(LinearClassifier, "aepipe.training.heads:fit_linear"),
     "mlp": Head(MLPClassifier, "aepipe.training.heads:fit_mlp"),
     "finetune": Head(LinearClassifier, "aepipe.training.finetune:fit_finetune", trains_encoder=True),
+    "semisup": Head(LinearClassifier, "aepipe.training.semisup:fit_semisup", trains_encoder=True),
 }

@@ -76,15 +76,14 @@ def run(
         picked=picked,
         checkpoint=ckpt,
     )
-    head = HEADS[cfg.head]
+    name = cfg.resolved_head  # `auto` becomes the head it stands for
+    head = HEADS[name]
     fit = head.fit_fn()(data)
     if head.trains_encoder and fit.autoencoder is None:
-        raise ModelError(
-            f"classifier.head {cfg.head!r} trains the encoder but its trainer returned none to save"
-        )
+        raise ModelError(f"classifier.head {name!r} trains the encoder but its trainer returned none to save")
     info = {"val_accuracy": fit.val_accuracy, **fit.info}
     spec = head_spec(
-        cfg.head,
+        name,
         f_train.shape[1],
         len(ds.classes),
         classes=ds.classes,
