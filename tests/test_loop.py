@@ -93,7 +93,17 @@ def test_loop_reproduces_a_plain_reference_loop_exactly_on_cpu(name: str, option
     rng = np.random.default_rng(2)
     y = np.where(rng.random(len(x)) < 0.2, rng.integers(0, 3, len(x)), -1) if name == "vae_joint" else None
     yv = rng.integers(0, 3, len(xv)) if name == "vae_joint" else None
-    cfg = PretrainConfig(epochs=3, batch_size=32, grad_clip=1.0, sync_every=2)
+    # Pinned: NCHW (channels_last picks other kernels) and the reference's own thread count
+    # (threads split reductions differently), whatever FAST_PATHS chooses for the CPU.
+    cfg = PretrainConfig(
+        epochs=3,
+        batch_size=32,
+        grad_clip=1.0,
+        sync_every=2,
+        channels_last=False,
+        compile=False,
+        threads=torch.get_num_threads(),
+    )
     torch.manual_seed(0)
     ref_model = build_autoencoder(spec(name, **options))
     expected = reference_loop(ref_model, x, xv, cfg, torch.Generator().manual_seed(5), y, yv)

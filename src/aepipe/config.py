@@ -139,9 +139,27 @@ class PretrainConfig(Section):
         50, ge=1, description="steps between reads of the loss on the host (divergence check window)"
     )
     channels_last: Literal["auto"] | bool = Field(
-        "auto", description="NHWC memory format; auto = on CUDA only (on CPU it changes the results)"
+        "auto",
+        description="NHWC memory format; auto = the device type's measured choice (on for CUDA and CPU); "
+        "false reproduces a plain NCHW loop bit for bit",
     )
-    compile: bool = Field(False, description="torch.compile the model (the first steps pay the compilation)")
+    compile: Literal["auto"] | bool = Field(
+        False,
+        description="torch.compile the model (the first steps pay the compilation); auto = the device "
+        "type's measured choice",
+    )
+    threads: Literal["auto"] | int = Field(
+        "auto",
+        description="torch CPU threads while pretraining; auto = the process's count (torch's default or "
+        "OMP_NUM_THREADS), capped at the CPUs it may use (affinity, cgroup quota); results depend on it",
+    )
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value: str | int) -> str | int:
+        if value != "auto" and not 1 <= int(value) <= 1024:
+            raise ValueError("threads must be auto or an integer from 1 to 1024")
+        return value
 
     @model_validator(mode="after")
     def _epochs_need_a_start(self) -> "PretrainConfig":

@@ -1,16 +1,23 @@
-"""Device choice and its fast paths (bf16 autocast, channels_last, cuDNN autotuning), memory
-budgets, seeding and progress bars.
+"""Device choice and its fast paths (bf16 autocast, channels_last, cuDNN autotuning, CPU
+threads), memory budgets, seeding and progress bars.
 
-The fast paths act on CUDA only by default: on a CPU they would change the floating-point
-results (channels_last picks other convolution kernels), and CPU runs must reproduce exactly.
+Which fast path a device type takes by default is written down in :data:`FAST_PATHS`, each
+entry decided by a measurement (``bench/throughput.py``, ``bench/speedrun.py``), not assumed.
+A fast path may change the last digits of a result (channels_last picks other convolution
+kernels; the thread count splits reductions differently), never whether a run reproduces: the
+same params on the same machine give the same weights. The bit-for-bit comparison with a plain
+textbook loop (``tests/test_loop.py``) pins ``channels_last: false`` and the thread count.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +37,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@dataclass(frozen=True)
+class FastPaths:
+    """What ``auto`` means on one device type."""
+
+    channels_last: bool  # NHWC tensors and weights (pretrain.channels_last: auto, extraction)
+    bf16_autocast: bool  # forward passes under bf16 autocast (no loss scaling needed, unlike fp16)
+    compile: bool  # pretrain.compile: auto
+
+
+# Measured, not assumed (README "Performance and scale" has the figures and how they were taken):
+# - cuda: NHWC and bf16 feed the tensor cores; torch.compile stays opt-in (not measured on a GPU
+#   in this project yet: no GPU was lent).
+# - cpu (2-core AMD EPYC, AVX2, oneDNN): channels_last x1.15-1.4 faster per pretraining step on
+#   the default model; bf16 autocast x0.25 (4x slower: no native bf16 on AVX2, every op converts);
+#   torch.compile xSEE_README in steady state but ~N s of compilation first, more than the fast
+#   preset's whole pretraining saves, so it stays opt-in.
+FAST_PATHS: dict[str, FastPaths] = {
+    "cuda": FastPaths(channels_last=True, bf16_autocast=True, compile=False),
+    "cpu": FastPaths(channels_last=True, bf16_autocast=False, compile=False),
+}
+PLAIN = FastPaths(channels_last=False, bf16_autocast=False, compile=False)  # unmeasured device types
+
+
+def fast_paths(device: torch.device) -> FastPaths:
+    return FAST_PATHS.get(device.type, PLAIN)
+
+
 def configure_backends(device: torch.device) -> None:
     """cuDNN autotuning (fixed shapes: pays once) and TF32 matmuls on CUDA; nothing on CPU."""
     if device.type == "cuda":
@@ -38,16 +72,61 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+@contextlib.contextmanager
+def threads_set(setting: int | str) -> Iterator[int]:
+    """Run the body with :func:`cpu_threads` ``(setting)`` torch threads, then restore the count."""
+    before = torch.get_num_threads()
+    wanted = cpu_threads(setting, before)
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def cpu_threads(setting: int | str = "auto", current: int | None = None, cgroup: Path | None = None) -> int:
+    """Threads for torch's CPU ops. An int is used as given. ``auto`` keeps the count this process
+    already has (torch's default, ``OMP_NUM_THREADS``, or what a caller set) but never more than
+    the CPUs the process may use: its affinity mask and its cgroup CPU quota. In a pod limited to
+    4 CPUs on a 64-core node torch would otherwise start 64 threads and spend its quota spinning."""
+    if setting != "auto":
+        return int(setting)
+    current = torch.get_num_threads() if current is None else current
+    return max(1, min(current, available_cpus(cgroup)))
+
+
+def available_cpus(cgroup: Path | None = None) -> int:
+    """CPUs this process may use: its affinity mask, capped by the cgroup v2 quota (cpu.max)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = (Path(cgroup or "/sys/fs/cgroup") / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); plain fp32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast where :data:`FAST_PATHS` says it pays (CUDA); plain fp32 elsewhere."""
+    if fast_paths(device).bf16_autocast:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def wants_channels_last(setting: str | bool, device: torch.device) -> bool:
-    """``auto``: on CUDA only (tensor-core convolutions want NHWC; on CPU it changes results)."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
+    """``auto``: the device type's measured choice (:data:`FAST_PATHS`); true/false pin it."""
+    return fast_paths(device).channels_last if setting == "auto" else bool(setting)
+
+
+def wants_compile(setting: str | bool, device: torch.device) -> bool:
+    """``auto``: the device type's measured choice (:data:`FAST_PATHS`); true/false pin it."""
+    return fast_paths(device).compile if setting == "auto" else bool(setting)
 
 
 def available_memory(device: torch.device) -> int:

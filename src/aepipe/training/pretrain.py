@@ -2,8 +2,10 @@
 
 Batches come from :mod:`aepipe.training.batches` as uint8 tensors already on the device (the
 split resident there, or streamed from x.npy when it does not fit), so there is no per-sample
-Dataset/DataLoader. On CUDA the step runs under bf16 autocast with channels_last tensors and
-cuDNN autotuning; on CPU it is plain fp32 and reproduces exactly. The inner loop never waits for
+Dataset/DataLoader. The device's fast paths (``aepipe.training.device.FAST_PATHS``) decide the
+rest: on CUDA bf16 autocast, channels_last and cuDNN autotuning; on CPU fp32 with channels_last
+and a thread count capped at the CPUs the process may use. With ``channels_last: false`` and a
+pinned thread count the CPU loop is a plain textbook loop bit for bit. The inner loop never waits for
 the device: losses are summed on the device and read back every ``pretrain.sync_every`` steps
 (the divergence check) and once per epoch. Each epoch ends with a checkpoint (model, optimizer,
 scheduler, every RNG, the curve so far), so a killed run resumes where it stopped.
@@ -28,7 +30,14 @@ from aepipe.errors import ModelError
 from aepipe.models.base import AutoEncoder
 from aepipe.training.batches import Rows, Source, choose_mode, make_source
 from aepipe.training.checkpoint import Checkpointer, capture_rng, cpu_state, restore_rng
-from aepipe.training.device import autocast, configure_backends, progress_enabled, wants_channels_last
+from aepipe.training.device import (
+    autocast,
+    configure_backends,
+    progress_enabled,
+    threads_set,
+    wants_channels_last,
+    wants_compile,
+)
 from aepipe.training.distributed import DistEnv
 from aepipe.training.features import as_tensor, extract_features
 from aepipe.training.loop import check_finite
@@ -112,7 +121,27 @@ def pretrain(
 ) -> list[EpochLog]:
     """Fit ``model`` on ``x_train`` (uint8 N×C×H×W arrays, or file rows to stream); labels
     (-1 = unlabelled) reach only variants that use them. Resumes from ``checkpoint`` when it
-    holds one; under torchrun (``dist``) each rank trains on its slice of every global batch."""
+    holds one; under torchrun (``dist``) each rank trains on its slice of every global batch.
+    ``cfg.threads`` applies for the duration of the call."""
+    with threads_set(cfg.threads):
+        return _pretrain(
+            model, x_train, x_val, cfg, generator, device, on_epoch, y_train, y_val, checkpoint, dist
+        )
+
+
+def _pretrain(
+    model: AutoEncoder,
+    x_train: np.ndarray | Rows,
+    x_val: np.ndarray | Rows,
+    cfg: PretrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    on_epoch: Callable[[EpochLog], None] | None,
+    y_train: np.ndarray | None,
+    y_val: np.ndarray | None,
+    checkpoint: Checkpointer | None,
+    dist: DistEnv,
+) -> list[EpochLog]:
     configure_backends(device)
     channels_last = wants_channels_last(cfg.channels_last, device)
     model.to(device)
@@ -128,7 +157,7 @@ def pretrain(
     )
 
     net = dist.wrap(model, device)
-    forward = torch.compile(net) if cfg.compile else net
+    forward = torch.compile(net) if wants_compile(cfg.compile, device) else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     history, partial = _resume(checkpoint, dist, model, opt, sched, generator, on_epoch)
