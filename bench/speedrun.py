@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="first measure each fast path (channels_last, bf16, threads, batch, compile) on N training images",
     )
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of --settings (default 3)")
+    p.add_argument(
+        "--no-compile", action="store_true", help="--settings without the torch.compile measurement"
+    )
     p.add_argument("--skip-pipeline", action="store_true", help="only --settings / --profile, no speedrun")
     p.add_argument("--keep", default=None, help="work in this directory and keep it (default: a temp dir)")
     p.add_argument("--seed-worker", default=None, help=argparse.SUPPRESS)  # internal: the textbook process
@@ -367,12 +370,14 @@ def profile_pretraining(params: Any, data: Path, steps: int = 30) -> None:
     model = build_autoencoder(spec)
     with profile(activities=activities) as prof:
         pretrain(model, x[:n], x[:256], cfg, torch.Generator(), device, None, yl, yl[:256])
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"\ntorch.profiler: 2 epochs of {n} images (the first warmed up beforehand), {device}")
     print(prof.key_averages().table(sort_by=sort, row_limit=25))
 
 
-def measure_settings(params: Any, data: Path, n: int, repeats: int) -> dict[str, float]:
+def measure_settings(
+    params: Any, data: Path, n: int, repeats: int, compile_too: bool = True
+) -> dict[str, tuple[float, ...]]:
     """Each fast path's effect on the project's pretraining loop (one epoch of ``n`` images with its
     validation pass), as images/s relative to a plain fp32 NCHW epoch measured in the same repeat;
     the settings take turns in a rotating order, and the ratio is the median over repeats. With
@@ -399,20 +404,31 @@ def measure_settings(params: Any, data: Path, n: int, repeats: int) -> dict[str,
     plain = {"channels_last": False, "compile": False, "threads": threads, "data_mode": "memory"}
     fast = dev_mod.fast_paths(device)
 
-    def epoch_seconds(epochs: int = 1, bf16: bool = False, **cfg: Any) -> list[float]:
+    def epoch_seconds(epochs: int = 1, bf16: bool = False, **cfg: Any) -> list[tuple[float, float]]:
+        """(wall, CPU) seconds of each epoch. CPU seconds (this process, all threads) are the
+        steadier measure of work on a machine other processes load; wall is what a user waits."""
         cfg = params.pretrain.model_copy(update={**plain, "epochs": epochs, **cfg})
         saved = dev_mod.FAST_PATHS.get(device.type)
         dev_mod.FAST_PATHS[device.type] = dataclasses.replace(fast, bf16_autocast=bf16)
+        torch.manual_seed(params.seed)
+        model = build_autoencoder(spec)
+        marks = [(time.perf_counter(), time.process_time())]
         try:
-            torch.manual_seed(params.seed)
-            model = build_autoencoder(spec)
-            history = pretrain(
-                model, x[n_val:], x[:n_val], cfg, torch.Generator(), device, None, y[n_val:], y[:n_val]
+            pretrain(
+                model,
+                x[n_val:],
+                x[:n_val],
+                cfg,
+                torch.Generator(),
+                device,
+                lambda _: marks.append((sync(device), time.process_time())),
+                y[n_val:],
+                y[:n_val],
             )
         finally:
             if saved is not None:
                 dev_mod.FAST_PATHS[device.type] = saved
-        return [h.seconds for h in history]
+        return [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(marks)]
 
     variants: dict[str, dict[str, Any]] = {
         "plain": {},
@@ -425,35 +441,95 @@ def measure_settings(params: Any, data: Path, n: int, repeats: int) -> dict[str,
     elif dev_mod.available_cpus() > 1:
         variants[f"threads {dev_mod.available_cpus()}"] = {"threads": dev_mod.available_cpus()}
     epoch_seconds()  # warm-up: allocator, kernels (cuDNN autotuning on CUDA)
-    samples: dict[str, list[float]] = {k: [] for k in variants}
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
     keys = list(variants)
     for r in range(repeats):
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
             samples[key].append(epoch_seconds(**variants[key])[0])
         print(
-            f"  settings repeat {r + 1}/{repeats}: "
-            + " ".join(f"{k}={v[-1]:.1f}s" for k, v in samples.items()),
+            f"  settings repeat {r + 1}/{repeats} (wall/CPU s): "
+            + " ".join(f"{k}={v[-1][0]:.1f}/{v[-1][1]:.1f}" for k, v in samples.items()),
             flush=True,
         )
-    ratios = {k: statistics.median(p / v for p, v in zip(samples["plain"], samples[k])) for k in keys}
-    try:  # first epoch: compilation + one epoch; then steady epochs, against plain ones right after
-        compiled = epoch_seconds(epochs=3, compile=True)
-        eager = epoch_seconds(epochs=3)
-        ratios["compile (steady)"] = statistics.median(eager[1:]) / statistics.median(compiled[1:])
-        ratios["compile seconds"] = compiled[0] - eager[0]
-    except Exception as exc:  # noqa: BLE001 - a missing compiler toolchain is reported, not fatal
-        print(f"  torch.compile failed on {device.type}: {exc.__class__.__name__}: {str(exc)[:200]}")
+    ratios = {
+        k: tuple(statistics.median(p[i] / v[i] for p, v in zip(samples["plain"], samples[k])) for i in (0, 1))
+        for k in keys
+    }
+    ratios["extract channels_last"] = extract_effect(spec, x, device, repeats)
+    if compile_too:
+        # against eager with the device's own fast paths, the setting compile would join
+        auto = {"channels_last": fast.channels_last, "bf16": fast.bf16_autocast}
+        compile_effect(ratios, lambda **kw: epoch_seconds(**auto, **kw), device)
     print(
         f"\nfast paths on {device} ({len(x) - n_val} images, batch {params.pretrain.batch_size}, {threads} threads; "
         f"x = images/s relative to plain fp32 NCHW, medians of {repeats} interleaved repeats):"
     )
-    for key, value in ratios.items():
-        shown = f"{value:.1f} s of compilation" if key == "compile seconds" else f"x{value:.2f}"
-        print(f"  {key:18} {shown}")
+    print(f"  {'setting':22} {'by wall time':>12} {'by CPU time':>12}")
+    for key, (wall, cpu) in ratios.items():
+        if key == "compile seconds":
+            print(f"  {key:22} {wall:11.1f}s {cpu:11.1f}s   (the first epoch's extra cost)")
+        else:
+            print(f"  {key:22} {'x' + format(wall, '.2f'):>12} {'x' + format(cpu, '.2f'):>12}")
     print(
-        f"  auto on {device.type}: channels_last={fast.channels_last} bf16_autocast={fast.bf16_autocast} compile={fast.compile}"
+        f"  auto on {device.type}: channels_last={fast.channels_last} bf16_autocast={fast.bf16_autocast} compile from {fast.compile_from_steps} steps"
     )
     return ratios
+
+
+def extract_effect(spec: Any, x: Any, device: Any, repeats: int) -> tuple[float, float]:
+    """Feature extraction (inference, batches of 1024) with NHWC against NCHW: (wall, CPU) ratios."""
+    import dataclasses
+    import statistics
+
+    import torch
+
+    from aepipe.models import build_autoencoder
+    from aepipe.training import device as dev_mod
+    from aepipe.training.features import extract_features
+
+    fast = dev_mod.fast_paths(device)
+    samples: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    model = build_autoencoder(spec)
+    try:
+        for r in range(repeats + 1):  # the first round warms up
+            for layout in (r % 2 == 0, r % 2 == 1):
+                dev_mod.FAST_PATHS[device.type] = dataclasses.replace(fast, channels_last=layout)
+                start = (time.perf_counter(), time.process_time())
+                extract_features(model.to(memory_format=torch.contiguous_format), x, device)
+                if r:
+                    samples[layout].append((sync(device) - start[0], time.process_time() - start[1]))
+    finally:
+        dev_mod.FAST_PATHS[device.type] = fast
+    return tuple(
+        statistics.median(a[i] / b[i] for a, b in zip(samples[False], samples[True])) for i in (0, 1)
+    )
+
+
+def compile_effect(ratios: dict[str, tuple[float, ...]], epoch_seconds: Any, device: Any) -> None:
+    """3 compiled epochs (the first pays the compilation), then 3 eager ones: the steady ratio over
+    epochs 2-3, and the first epoch's extra seconds."""
+    import statistics
+
+    try:
+        compiled = epoch_seconds(epochs=3, compile=True)
+        eager = epoch_seconds(epochs=3)
+    except Exception as exc:  # noqa: BLE001 - a missing compiler toolchain is reported, not fatal
+        print(f"  torch.compile failed on {device.type}: {exc.__class__.__name__}: {str(exc)[:200]}")
+        return
+    ratios["compile (steady)"] = tuple(
+        statistics.median(e[i] for e in eager[1:]) / statistics.median(c[i] for c in compiled[1:])
+        for i in (0, 1)
+    )
+    ratios["compile seconds"] = tuple(compiled[0][i] - eager[0][i] for i in (0, 1))
+
+
+def sync(device: Any) -> float:
+    """The time once the device has finished its queued work (CUDA runs asynchronously)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def table(project: dict[str, Any], seed: dict[str, Any] | None, label: str) -> None:
@@ -504,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         if args.settings:
-            measure_settings(params, data, args.settings, args.repeats)
+            measure_settings(params, data, args.settings, args.repeats, not args.no_compile)
         if args.profile:
             profile_pretraining(params, data)
         if args.skip_pipeline:

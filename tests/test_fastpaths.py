@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,15 @@ def test_auto_means_each_device_types_measured_choice() -> None:
     cuda, other = torch.device("cuda"), torch.device("meta")
     for device in (CPU, cuda):
         assert dev.wants_channels_last("auto", device) == dev.FAST_PATHS[device.type].channels_last
-        assert dev.wants_compile("auto", device) == dev.FAST_PATHS[device.type].compile
-        assert dev.wants_channels_last(False, device) is False and dev.wants_compile(True, device) is True
+        assert dev.wants_channels_last(False, device) is False
+        assert dev.wants_compile(True, device, 1) is True and dev.wants_compile(False, device, 10**9) is False
     assert dev.FAST_PATHS["cuda"].bf16_autocast and dev.FAST_PATHS["cuda"].channels_last
     assert not dev.wants_channels_last("auto", other) and dev.fast_paths(other) == dev.PLAIN
+    # compile: auto pays on a CPU only for long runs; on CUDA it stays opt-in (not measured there)
+    threshold = dev.FAST_PATHS["cpu"].compile_from_steps
+    assert threshold is not None and not dev.wants_compile("auto", CPU, threshold - 1)
+    assert dev.wants_compile("auto", CPU, threshold) == bool(shutil.which("c++") or shutil.which("g++"))
+    assert not dev.wants_compile("auto", cuda, 10**9) and not dev.wants_compile("auto", other, 10**9)
     # bf16 on this CPU only where FAST_PATHS says so (it measured 4x slower on AVX2): fp32 here.
     with dev.autocast(CPU):
         out = torch.ones(2, 2) @ torch.ones(2, 2)

@@ -144,9 +144,9 @@ class PretrainConfig(Section):
         "false reproduces a plain NCHW loop bit for bit",
     )
     compile: Literal["auto"] | bool = Field(
-        False,
-        description="torch.compile the model (the first steps pay the compilation); auto = the device "
-        "type's measured choice",
+        "auto",
+        description="torch.compile the model (the first steps pay the compilation); auto = when the run "
+        "has enough steps to pay for it on this device type (measured: CPU yes from 4,000 steps, CUDA never)",
     )
     threads: Literal["auto"] | int = Field(
         "auto",

@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import random
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,21 +44,23 @@ class FastPaths:
 
     channels_last: bool  # NHWC tensors and weights (pretrain.channels_last: auto, extraction)
     bf16_autocast: bool  # forward passes under bf16 autocast (no loss scaling needed, unlike fp16)
-    compile: bool  # pretrain.compile: auto
+    compile_from_steps: int | None  # pretrain.compile: auto compiles runs this long (None: never)
 
 
 # Measured, not assumed (README "Performance and scale" has the figures and how they were taken):
-# - cuda: NHWC and bf16 feed the tensor cores; torch.compile stays opt-in (not measured on a GPU
-#   in this project yet: no GPU was lent).
-# - cpu (2-core AMD EPYC, AVX2, oneDNN): channels_last x1.15-1.4 faster per pretraining step on
-#   the default model; bf16 autocast x0.25 (4x slower: no native bf16 on AVX2, every op converts);
-#   torch.compile xSEE_README in steady state but ~N s of compilation first, more than the fast
-#   preset's whole pretraining saves, so it stays opt-in.
+# - cuda: NHWC and bf16 feed the tensor cores; torch.compile stays opt-in as it was (not measured
+#   on a GPU in this project: no GPU was lent).
+# - cpu (2-core AMD EPYC, AVX2, oneDNN; bench/speedrun.py --settings): channels_last makes a
+#   pretraining step of the default model x1.2 faster; bf16 autocast x0.2 (5x slower: AVX2 has no
+#   bf16 arithmetic, every op converts); torch.compile x1.4 per step once compiled, but the
+#   compilation costs as much as about COMPILE_BREAK_EVEN steps save, so auto compiles only runs
+#   of at least twice that many steps (the default 30 MNIST epochs: yes; the fast preset: no).
+COMPILE_BREAK_EVEN = 2000
 FAST_PATHS: dict[str, FastPaths] = {
-    "cuda": FastPaths(channels_last=True, bf16_autocast=True, compile=False),
-    "cpu": FastPaths(channels_last=True, bf16_autocast=False, compile=False),
+    "cuda": FastPaths(channels_last=True, bf16_autocast=True, compile_from_steps=None),
+    "cpu": FastPaths(channels_last=True, bf16_autocast=False, compile_from_steps=2 * COMPILE_BREAK_EVEN),
 }
-PLAIN = FastPaths(channels_last=False, bf16_autocast=False, compile=False)  # unmeasured device types
+PLAIN = FastPaths(channels_last=False, bf16_autocast=False, compile_from_steps=None)  # unmeasured types
 
 
 def fast_paths(device: torch.device) -> FastPaths:
@@ -124,9 +127,18 @@ def wants_channels_last(setting: str | bool, device: torch.device) -> bool:
     return fast_paths(device).channels_last if setting == "auto" else bool(setting)
 
 
-def wants_compile(setting: str | bool, device: torch.device) -> bool:
-    """``auto``: the device type's measured choice (:data:`FAST_PATHS`); true/false pin it."""
-    return fast_paths(device).compile if setting == "auto" else bool(setting)
+def wants_compile(setting: str | bool, device: torch.device, steps: int) -> bool:
+    """``auto``: compile when this run has at least the device type's measured break-even number of
+    optimizer ``steps`` (:data:`FAST_PATHS`) and, on a CPU, a C++ compiler for inductor's kernels
+    is installed; true/false pin it."""
+    if setting != "auto":
+        return bool(setting)
+    threshold = fast_paths(device).compile_from_steps
+    if threshold is None or steps < threshold:
+        return False
+    return device.type != "cpu" or any(
+        shutil.which(cxx) for cxx in (os.environ.get("CXX", ""), "c++", "g++", "clang++") if cxx
+    )
 
 
 def available_memory(device: torch.device) -> int:

@@ -157,11 +157,14 @@ def _pretrain(
     )
 
     net = dist.wrap(model, device)
-    forward = torch.compile(net) if wants_compile(cfg.compile, device) else net
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     history, partial = _resume(checkpoint, dist, model, opt, sched, generator, on_epoch)
     steps, bs = math.ceil(len(train) / cfg.batch_size), cfg.batch_size
+    # compile: auto weighs the compilation against the steps left to run (FAST_PATHS)
+    forward = (
+        torch.compile(net) if wants_compile(cfg.compile, device, steps * (cfg.epochs - len(history))) else net
+    )
     bar = tqdm(
         range(len(history), cfg.epochs),
         desc="pretrain",
