@@ -199,7 +199,7 @@ def run_title(params: Params, git: dict[str, str]) -> str:
     commit = git.get("aepipe.git_commit", "")[:7] or "no-git"
     dirty = "+dirty" if git.get("aepipe.git_dirty") == "true" else ""
     return (
-        f"{params.model.name}+{params.classifier.head} "
+        f"{params.model.name}+{params.classifier.resolved_head} "
         f"labels={'all' if labels is None else f'{labels}/class'} @{commit}{dirty}"
     )
 
