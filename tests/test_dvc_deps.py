@@ -35,10 +35,15 @@ def code_deps(stage: str) -> list[Path]:
     return [Path(d) for d in DVC[stage]["deps"] if str(d).startswith("src/")]
 
 
-def test_every_stage_of_the_package_is_a_dvc_stage_running_its_cli() -> None:
+def test_every_stage_of_the_package_is_a_dvc_stage_running_its_cli_on_the_paths_of_aepipe_paths() -> None:
+    from aepipe import paths
+
     assert list(DVC) == list(STAGES)
     for stage, spec in DVC.items():
-        assert spec["cmd"].startswith(f"aepipe {stage} "), spec["cmd"]
+        assert spec["cmd"] == paths.command(stage), (
+            f"dvc.yaml: stage {stage} runs {spec['cmd']!r} but aepipe.paths says {paths.command(stage)!r}; "
+            "stage paths live in src/aepipe/paths.py: change them there and in dvc.yaml together"
+        )
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -92,11 +97,13 @@ def test_every_output_persists_so_a_failed_run_keeps_the_previous_one() -> None:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_outputs_a_failure_message_reports_are_the_dvc_outputs(stage: str) -> None:
-    from aepipe.cli import STAGE_ARGS, build_parser
+    from aepipe.cli import build_parser
+    from aepipe.paths import STAGE_ARGS, default_paths
     from aepipe.stages.outputs import stage_outputs
 
-    args = build_parser().parse_args([stage])  # the CLI's defaults are dvc.yaml's paths
-    paths = {dest: getattr(args, opt) for opt, dest in STAGE_ARGS[stage].items()}
+    args = build_parser().parse_args([stage])  # the CLI's defaults are those of aepipe.paths
+    paths = {dest: getattr(args, opt) for opt, (dest, _) in STAGE_ARGS[stage].items()}
+    assert paths == default_paths(stage)
     declared = set()
     for kind in ("outs", "metrics", "plots"):
         for out in DVC[stage].get(kind, []):

@@ -23,10 +23,11 @@ from aepipe.data.prepared import load_prepared
 from aepipe.errors import TrackingError
 from aepipe.io import read_json, write_csv, write_json
 from aepipe.models.io import SPEC
+from aepipe.paths import METRIC_FILES
 from aepipe.tracking import registry
 from aepipe.tracking.review import description, model_card
 
-METRIC_FILES = ("pretrain.json", "train.json", "eval.json")
+EVAL, TRAIN, PRETRAIN = (METRIC_FILES[s] for s in ("evaluate", "train", "pretrain"))
 
 
 def _label_efficiency(client: Any, experiment_id: str, data_hash: str, variant: str) -> list[dict[str, Any]]:
@@ -68,9 +69,9 @@ def _review_pack(
         summary,
         meta,
         effective_params(params),
-        metrics["eval.json"],
-        metrics.get("train.json", {}),
-        metrics.get("pretrain.json", {}),
+        metrics[EVAL],
+        metrics.get(TRAIN, {}),
+        metrics.get(PRETRAIN, {}),
         efficiency,
     )
     (dest / "model_card.md").write_text(card)
@@ -119,14 +120,14 @@ def run(
     ds = load_prepared(data_dir, mmap=True)
     metrics = {
         name: read_json(Path(metrics_dir) / name, f"{name} metrics")
-        for name in METRIC_FILES
+        for name in METRIC_FILES.values()
         if (Path(metrics_dir) / name).is_file()
     }
-    if "eval.json" not in metrics:
+    if EVAL not in metrics:
         raise TrackingError(
-            f"{Path(metrics_dir) / 'eval.json'}: evaluation metrics not found; run `aepipe evaluate` first"
+            f"{Path(metrics_dir) / EVAL}: evaluation metrics not found; run `aepipe evaluate` first"
         )
-    evaluation = metrics["eval.json"]
+    evaluation = metrics[EVAL]
     head = read_json(Path(classifier_dir) / SPEC, "classifier spec")
     client = MlflowClient()
     run = client.get_run(run_id)
