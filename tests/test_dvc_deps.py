@@ -19,7 +19,6 @@ SHIPS_PACKAGE = {"register"}
 # Every importlib.import_module call site, and why the closure can ignore or already covers it.
 KNOWN_DYNAMIC = {
     "src/aepipe/stages/runner.py": "imports aepipe.stages.<stage>: the root of each closure",
-    "src/aepipe/models/heads.py": "Head.fit_fn(): covered, a caller of .fit_fn( imports every trainer",
     "src/aepipe/pipeline_cli.py": "imports the repo's pipelines/ package for `aepipe pipeline`, never a stage",
 }
 
@@ -76,13 +75,13 @@ def test_every_dynamic_import_is_accounted_for() -> None:
     )
 
 
-def test_closure_follows_lazy_imports_and_the_head_registry() -> None:
+def test_closure_follows_lazy_imports_and_the_head_trainers() -> None:
     train = closure("aepipe.stages.train")
-    assert Path("src/aepipe/training/finetune.py") in train  # only through HEADS["finetune"].fit_fn()
+    assert Path("src/aepipe/training/finetune.py") in train  # through aepipe.training.trainers
     assert Path("src/aepipe/training/heads.py") in train
     pretrain = closure("aepipe.stages.pretrain")
     assert Path("src/aepipe/tracking/reuse.py") in pretrain  # lazy: only with pretrain.init_from
-    assert Path("src/aepipe/training/heads.py") not in pretrain  # config names trainers, never runs them
+    assert Path("src/aepipe/training/heads.py") not in pretrain  # config knows head names only
     assert Path("src/aepipe/config.py") in closure("aepipe.stages.prepare")
     assert Path("src/aepipe/plots.py") in closure("aepipe.stages.evaluate")
 

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aepipe.errors import ConfigError
+from aepipe.options import HEAD_NAMES, VARIANT_OPTIONS
+from aepipe.paths import STAGES
 
 TORCHVISION_SETS = ("mnist", "fashion_mnist", "cifar10")
 SOURCE_HELP = "digits | npz:<path> | folder:<path> | npy:<dir> | torchvision:<mnist|fashion_mnist|cifar10>"
@@ -75,7 +77,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
 
-    name: str = Field("vae_joint", description="autoencoder variant (see aepipe.models.REGISTRY)")
+    name: str = Field("vae_joint", description="autoencoder variant (see aepipe.options.VARIANT_OPTIONS)")
     latent_dim: int = Field(64, ge=1, le=4096)
     width: int = Field(16, ge=1, le=1024, description="channels of the first backbone stage")
     depth: int = Field(2, ge=1, le=6, description="number of downsampling stages")
@@ -89,29 +91,25 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_variants(self) -> "ModelConfig":
-        from aepipe.models import REGISTRY
-
-        allowed = ", ".join(sorted(REGISTRY))
-        if self.name not in REGISTRY:
+        allowed = ", ".join(sorted(VARIANT_OPTIONS))
+        if self.name not in VARIANT_OPTIONS:
             raise ValueError(f"unknown model.name {self.name!r}; allowed: {allowed}")
         for key, value in (self.model_extra or {}).items():
-            if key not in REGISTRY:
+            if key not in VARIANT_OPTIONS:
                 raise ValueError(
                     f"unknown key model.{key}; allowed: name, latent_dim, width, depth, features, pool_grid, or a variant section ({allowed})"
                 )
             try:
-                REGISTRY[key].config.model_validate(value if value is not None else {})
+                VARIANT_OPTIONS[key].model_validate(value if value is not None else {})
             except ValidationError as exc:
                 raise ValueError(f"in model.{key}: {_describe(exc, prefix=f'model.{key}')}") from None
         return self
 
     def options(self, name: str | None = None) -> BaseModel:
         """The typed options of a variant (defaults when its section is absent)."""
-        from aepipe.models import REGISTRY
-
         name = name or self.name
         raw = (self.model_extra or {}).get(name) or {}
-        return REGISTRY[name].config.model_validate(raw)
+        return VARIANT_OPTIONS[name].model_validate(raw)
 
 
 class PretrainConfig(Section):
@@ -297,7 +295,7 @@ class SemisupHeadConfig(Section):
 class ClassifierConfig(Section):
     head: str = Field(
         "auto",
-        description="classifier head (see aepipe.models.heads.HEADS), or auto: semisup when "
+        description="classifier head (see aepipe.options.HEAD_NAMES), or auto: semisup when "
         "labels_per_class <= auto_semisup_up_to, else linear",
     )
     labels_per_class: int | None = Field(
@@ -314,10 +312,10 @@ class ClassifierConfig(Section):
     @field_validator("head")
     @classmethod
     def _check_head(cls, value: str) -> str:
-        from aepipe.models.heads import HEADS
-
-        if value != "auto" and value not in HEADS:
-            raise ValueError(f"unknown classifier.head {value!r}; allowed: auto, {', '.join(sorted(HEADS))}")
+        if value != "auto" and value not in HEAD_NAMES:
+            raise ValueError(
+                f"unknown classifier.head {value!r}; allowed: auto, {', '.join(sorted(HEAD_NAMES))}"
+            )
         return value
 
     @property
@@ -492,8 +490,6 @@ class KubeflowConfig(Section):
     @field_validator("resources")
     @classmethod
     def _known_stages(cls, value: dict[str, TaskResources]) -> dict[str, TaskResources]:
-        from aepipe.stages import STAGES
-
         unknown = sorted(set(value) - set(STAGES))
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
