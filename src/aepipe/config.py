@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -594,6 +595,65 @@ def parse_params(
         return Params.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid params: {_describe(exc, lines=lines)}") from None
+
+
+def override_tree(
+    tree: dict[str, Any],
+    dotlist: Sequence[str] = (),
+    values: Mapping[str, Any] | None = None,
+    flag: str = "-p",
+) -> dict[str, Any]:
+    """``tree`` (params as plain data) with dotted overrides applied; not yet validated.
+
+    ``dotlist``: ``["pretrain.epochs=50", "classifier.mlp.hidden=[64, 32]", ...]``, parsed by
+    OmegaConf's dotlist: each value is typed as YAML (``3`` an int, ``1e-3`` a float, ``null``
+    None, ``[1, 2]`` a list, ``{beta: 2}`` a mapping merged into the section); ``${...}`` is kept
+    as text, never interpolated. ``values``: dotted key -> an already typed value, applied after.
+    ``flag`` names the option in the error for an item without ``=``. Unknown keys are not caught
+    here but by the validation after (:func:`apply_overrides`), which names them.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    keys = {}
+    for item in dotlist:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} pretrain.epochs=50")
+        keys[key.strip()] = item
+    keys.update({key: f"{key}={value!r}" for key, value in (values or {}).items()})
+    for key, item in keys.items():  # OmegaConf would silently turn the value into a section
+        node: Any = tree
+        parents = key.split(".")[:-1]
+        for i, part in enumerate(parents):
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is not None and not isinstance(node, dict):
+                raise ConfigError(f"{flag} {item!r}: {'.'.join(parents[: i + 1])} is a value, not a section")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.create(tree), OmegaConf.from_dotlist(list(dotlist)))
+        for key, value in (values or {}).items():
+            OmegaConf.update(cfg, key, value, merge=True)
+        data = OmegaConf.to_container(cfg, resolve=False)
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(f"{flag} {' '.join(dotlist)}: cannot apply the overrides: {exc}") from None
+    assert isinstance(data, dict)
+    return {str(k): v for k, v in data.items()}
+
+
+def apply_overrides(
+    params: Params,
+    dotlist: Sequence[str] = (),
+    source: str = "params.yaml",
+    values: Mapping[str, Any] | None = None,
+    flag: str = "-p",
+) -> Params:
+    """``params`` with dotted ``key=value`` overrides (:func:`override_tree`), validated again:
+    an unknown key or a bad value is a :class:`ConfigError` naming it. The one override parser of
+    the CLI (``-p``) and the benches (``--set``)."""
+    if not dotlist and not values:
+        return params
+    data = override_tree(params.model_dump(mode="json"), dotlist, values, flag)
+    return parse_params(data, f"{source} with {flag} overrides")
 
 
 def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
