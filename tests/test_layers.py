@@ -1,5 +1,5 @@
 """The layering of src/aepipe holds: no import cycle (lazy imports included), no library import of
-the CLI, params validate without torch."""
+the CLI, params validate without torch, and every stage runs under one contract."""
 
 from __future__ import annotations
 
@@ -92,3 +92,43 @@ def test_the_torch_free_names_are_those_of_the_modules() -> None:
     assert set(REGISTRY) == set(VARIANT_OPTIONS)
     assert all(REGISTRY[name].config is VARIANT_OPTIONS[name] for name in REGISTRY)
     assert set(HEADS) == set(HEAD_NAMES) == set(TRAINERS)
+
+
+def test_the_runner_treats_every_stage_alike() -> None:
+    """No stage is named in the runner: what differs is declared by the stage (DATA_PARALLEL),
+    by its result (PARENT_TAGS, PARENT_METRICS), or by its place in STAGES (the last closes)."""
+    import ast
+
+    from aepipe.stages import STAGES
+
+    tree = ast.parse((REPO / "src" / "aepipe" / "stages" / "runner.py").read_text())
+    named = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in STAGES}
+    assert not named, f"runner.py special-cases {sorted(named)}"
+
+
+def test_register_without_an_mlflow_run_is_refused_before_reading_anything(tmp_path: Path) -> None:
+    import pytest
+
+    from aepipe.config import load_params
+    from aepipe.errors import TrackingError
+    from aepipe.stages import register
+
+    with pytest.raises(TrackingError, match="needs an MLflow run; got NullTracker"):
+        register.run(
+            load_params(REPO / "params.yaml"),
+            data_dir=tmp_path / "absent",
+            model_dir=tmp_path,
+            classifier_dir=tmp_path,
+            metrics_dir=tmp_path,
+            out_path=tmp_path / "registration.json",
+        )
+    assert not (tmp_path / "registration.json").exists()
+
+
+def test_the_promotion_exit_code_comes_from_the_outcome_not_the_message() -> None:
+    from aepipe.tracking.promotion import EXIT_CODES, Decision
+
+    assert Decision("refused", "2", "1", "any text").exit_code == 1
+    assert Decision("already_champion", "2", None, "refused: looks like a refusal").exit_code == 0
+    assert set(EXIT_CODES) == {"promoted", "rolled_back", "already_champion", "refused"}
+    assert Decision("rolled_back", "1", "2", "").promoted and not Decision("refused", "2", "1", "").promoted

@@ -114,9 +114,10 @@ def cmd_promote(args: argparse.Namespace, params: Any) -> dict[str, Any]:
         print(f"aepipe promote: repaired: {note}", file=sys.stderr)
     if not d.promoted:
         print(f"aepipe promote: {d.message}", file=sys.stderr)
-        raise SystemExit(1 if d.message.startswith("refused") else 0)
+        raise SystemExit(d.exit_code)
     return {
         "promoted": d.promoted,
+        "outcome": d.outcome,
         "champion": d.version,
         "previous_champion": d.previous,
         "message": d.message,
