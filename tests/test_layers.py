@@ -1,5 +1,5 @@
 """The layering of src/aepipe holds: no import cycle (lazy imports included), no library import of
-the CLI, params validate without torch, and every stage runs under one contract."""
+the CLI, params validate without torch, and CONTRIBUTING.md's picture is the code's own."""
 
 from __future__ import annotations
 
@@ -66,6 +66,17 @@ def test_the_check_finds_a_cycle_between_subpackages(tmp_path: Path) -> None:
     done = run_tool("--check", "--package", "laypkg", pythonpath=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "layer cycle: models -> training -> models" in done.stderr
+
+
+def test_contributing_shows_the_picture_the_code_draws() -> None:
+    done = run_tool()
+    assert done.returncode == 0, done.stderr
+    picture = done.stdout.strip()
+    text = (REPO / "CONTRIBUTING.md").read_text()
+    assert picture in text, (
+        "CONTRIBUTING.md's layer picture is out of date; replace it with the output of "
+        f"`python tools/import_graph.py`:\n{picture}"
+    )
 
 
 def test_params_validate_without_importing_torch() -> None:
