@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from aepipe.config import load_params
-from aepipe.pipeline_cli import apply_overrides
+from aepipe.config import apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -50,6 +50,8 @@ TITLES = {"all": "all labels", "l10": "100 labels", "l100": "1000 labels"}
 # (tests/test_bench_quality.py checks it), so editing them keeps the encoder cells.
 HEAD_ONLY = (
     "training/heads.py",
+    "training/fit.py",
+    "training/trainers.py",
     "training/finetune.py",
     "training/semisup.py",
     "training/augment.py",
@@ -131,22 +133,11 @@ def code_hash(encoder_only: bool) -> str:
     return digest.hexdigest()[:16]
 
 
-def set_key(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        if not isinstance(tree.get(part), dict):
-            tree[part] = {}
-        tree = tree[part]
-    tree[leaf] = value
+def with_overrides(params: Any, overrides: dict[str, Any], dotlist: list[str] | None = None) -> Any:
+    """``params`` with ``--set`` items (``dotlist``) then typed dotted values, validated again."""
+    from aepipe.config import apply_overrides
 
-
-def with_overrides(params: Any, overrides: dict[str, Any]) -> Any:
-    from aepipe.config import parse_params
-
-    data = params.model_dump(mode="json")
-    for key, value in overrides.items():
-        set_key(data, key, value)
-    return parse_params(data, "bench/quality.py overrides")
+    return apply_overrides(params, dotlist or [], "bench/quality.py params", values=overrides, flag="--set")
 
 
 def limited_npz(src: Path, n: int, seed: int, dest: Path) -> Path:
@@ -369,7 +360,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     os.environ.setdefault("AEPIPE_PROGRESS", "0")
     import torch
-    import yaml
 
     from aepipe.config import load_params
     from aepipe.models import REGISTRY
@@ -396,11 +386,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--rows {args.rows!r}: a comma-separated subset of baselines, pretrained, controls")
 
     overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            sys.exit(f"--set {item!r}: expected KEY=VALUE, e.g. model.width=16")
-        overrides[key] = yaml.safe_load(value)
     if args.epochs is not None:
         overrides["pretrain.epochs"] = args.epochs
     base = load_params(REPO / "params.yaml")
@@ -408,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     source = (
         limited_npz(data, args.limit_train, base.data.seed, out / "limited.npz") if args.limit_train else data
     )
-    base = with_overrides(base, {**overrides, "data.source": f"npz:{source}"})
+    base = with_overrides(base, {**overrides, "data.source": f"npz:{source}"}, args.set)
 
     data_dir = (
         out
@@ -418,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         prepare.run(base, data_dir)
     bench = Bench(base, out, data_dir)
     counts = json.loads((data_dir / "meta.json").read_text())["counts"]
-    print(f"data {data} ({counts}); overrides {overrides or '{}'}; columns {','.join(columns)}", flush=True)
+    print(
+        f"data {data} ({counts}); overrides {[*args.set, *overrides] or '[]'}; columns {','.join(columns)}",
+        flush=True,
+    )
     seeds = list(range(args.seeds))
 
     def cell_params(params: Any, column: str, seed: int | None = None) -> Any:

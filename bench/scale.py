@@ -104,8 +104,7 @@ def synthesize(directory: Path, n: int, seed: int = 0, block: int = 65_536) -> N
 
 
 def params_with(path: str, overrides: list[str], source: str) -> Any:
-    from aepipe.config import load_params
-    from aepipe.pipeline_cli import apply_overrides
+    from aepipe.config import apply_overrides, load_params
 
     forced = [
         f"data.source={source}",

@@ -130,30 +130,19 @@ def build_params(args: argparse.Namespace, data: Path) -> Any:
     """--params, then --preset, then --set, then data.source / device / threads: validated once."""
     import yaml
 
-    from aepipe.config import load_params, parse_params
+    from aepipe.config import load_params, override_tree, parse_params
 
     tree = load_params(args.params).model_dump(mode="json")
     if args.preset:
         overlay = yaml.safe_load(Path(args.preset).read_text()) or {}
         merge(tree, overlay)
     sets = [*(SMOKE["sets"] if args.smoke else []), *args.set]
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            sys.exit(f"--set {item!r}: expected KEY=VALUE, e.g. pretrain.epochs=2")
-        merge(tree, nested(key, yaml.safe_load(value)))
-    merge(tree, {"data": {"source": f"npz:{data}"}})
+    values: dict[str, Any] = {"data.source": f"npz:{data}"}
     if args.device:
-        tree["device"] = args.device
+        values["device"] = args.device
     if args.threads:
-        merge(tree, {"pretrain": {"threads": args.threads}})
-    return parse_params(tree, "bench/speedrun.py params")
-
-
-def nested(dotted: str, value: Any) -> dict[str, Any]:
-    for part in reversed(dotted.split(".")):
-        value = {part: value}
-    return value
+        values["pretrain.threads"] = args.threads
+    return parse_params(override_tree(tree, sets, values, flag="--set"), "bench/speedrun.py params")
 
 
 def merge(tree: dict[str, Any], overlay: dict[str, Any]) -> None:

@@ -24,14 +24,15 @@ def register(
     import tempfile
 
     from aepipe import kfp_support
+    from aepipe.paths import METRIC_FILES
 
     with tempfile.TemporaryDirectory() as metrics_dir, tempfile.TemporaryDirectory() as plots_dir:
         kfp_support.gather(
             metrics_dir,
             {
-                "pretrain.json": pretrain_metrics.path,
-                "train.json": train_metrics.path,
-                "eval.json": eval_metrics.path,
+                METRIC_FILES["pretrain"]: pretrain_metrics.path,
+                METRIC_FILES["train"]: train_metrics.path,
+                METRIC_FILES["evaluate"]: eval_metrics.path,
             },
         )
         kfp_support.gather(plots_dir, dirs=[pretrain_plots.path, evaluate_plots.path])

@@ -6,11 +6,8 @@ so those count too. Over-approximate on purpose: a branch not taken today (anoth
 ``classifier.head``) is still code the stage may run after a params change, which DVC would not
 notice if the file were missing from its deps.
 
-The package has one dynamic import that reaches stage code: the head registry
-(``aepipe.models.heads.HEADS``) names each trainer as ``"module:function"`` and imports it in
-``Head.fit_fn()``. A module that *calls* ``.fit_fn(`` therefore imports every trainer module the
-registry names. (Naming them counts for nothing: config.py imports the registry to validate
-``classifier.head`` without running any trainer.) :func:`dynamic_imports` lists every
+No dynamic import reaches stage code other than the stage module itself (the head trainers are
+plain imports in ``aepipe.training.trainers``); :func:`dynamic_imports` lists every
 ``importlib.import_module`` call site so a new one cannot slip past the test unexamined.
 """
 
@@ -29,19 +26,6 @@ def module_file(name: str, src: Path = SRC) -> Path | None:
     if path.with_suffix(".py").is_file():
         return path.with_suffix(".py")
     return None
-
-
-def head_trainers() -> set[str]:
-    from aepipe.models.heads import HEADS
-
-    return {head.trainer.partition(":")[0] for head in HEADS.values()}
-
-
-def _calls_fit_fn(tree: ast.AST) -> bool:
-    return any(
-        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "fit_fn"
-        for n in ast.walk(tree)
-    )
 
 
 def dynamic_imports(src: Path = SRC) -> set[str]:
@@ -92,7 +76,7 @@ def direct_imports(name: str, src: Path = SRC) -> set[str]:
     assert path is not None, name
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(), str(path))
-    found: set[str] = head_trainers() if _calls_fit_fn(tree) else set()
+    found: set[str] = set()
     for node in _walk(tree):
         found |= _named(node, package)
     modules = set()
@@ -109,7 +93,8 @@ def direct_imports(name: str, src: Path = SRC) -> set[str]:
 def closure(root: str, src: Path = SRC) -> set[Path]:
     """Files (relative to the repository) of every module ``root`` may import, itself included."""
     seen: set[str] = set()
-    todo = [root]
+    parts = root.split(".")
+    todo = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]  # importing root runs its packages
     while todo:
         name = todo.pop()
         if name not in seen:

@@ -21,7 +21,8 @@ import yaml
 
 from aepipe.config import Params, load_params
 from aepipe.kfp_support import default_image
-from aepipe.pipeline_cli import apply_overrides, run_local
+from aepipe.config import apply_overrides
+from aepipe.pipeline_cli import run_local
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = MODEL = "three-ways"

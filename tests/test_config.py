@@ -166,3 +166,45 @@ def test_yaml_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
     )
     params = load_params(path)
     assert params.pretrain.epochs == 2 and params.classifier.mlp.max_epochs == 3
+
+
+def test_dotted_overrides_are_typed_as_yaml_and_validated() -> None:
+    from aepipe.config import apply_overrides
+
+    base = load_params(REPO / "params.yaml")
+    params = apply_overrides(
+        base,
+        [
+            "pretrain.epochs=7",
+            "pretrain.lr=1e-3",
+            "classifier.labels_per_class=null",
+            "classifier.mlp.hidden=[64, 32]",
+            "model.vae={beta: 2}",
+            "data.source=npz:/tmp/x.npz",
+        ],
+        values={"seed": 5, "classifier.labels_per_class": 10},  # typed values apply last
+    )
+    assert params.pretrain.epochs == 7 and params.pretrain.lr == pytest.approx(1e-3)
+    assert params.classifier.mlp.hidden == [64, 32] and params.classifier.labels_per_class == 10
+    assert params.model.options("vae").beta == 2.0 and params.data.source == "npz:/tmp/x.npz"
+    assert params.seed == 5
+    assert apply_overrides(base, []) is base
+
+
+@pytest.mark.parametrize(
+    ("item", "needles"),
+    [
+        ("pretrain.epoch=3", ["--set overrides", "pretrain.epoch", "unknown key"]),
+        ("pretrain.epochs=ten", ["pretrain.epochs", "integer"]),
+        ("pretrain.epochs", ["--set 'pretrain.epochs': expected KEY=VALUE"]),
+        ("=3", ["expected KEY=VALUE"]),
+        ("seed.x=1", ["seed is a value, not a section"]),
+    ],
+)
+def test_bad_overrides_name_the_key(item: str, needles: list[str]) -> None:
+    from aepipe.config import apply_overrides
+
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(load_params(REPO / "params.yaml"), [item], "bench params", flag="--set")
+    for needle in needles:
+        assert needle in str(info.value), str(info.value)

@@ -94,7 +94,7 @@ def test_the_docker_runner_refuses_an_mlflow_store_the_containers_cannot_reach(
     from mlflow import MlflowClient
 
     from aepipe.errors import AepipeError
-    from aepipe.pipeline_cli import apply_overrides
+    from aepipe.config import apply_overrides
 
     params = apply_overrides(pipeline_runs.params(), ["mlflow.experiment=host-path-artifacts"])
     MlflowClient().create_experiment("host-path-artifacts", artifact_location=str(tmp_path / "artifacts"))

@@ -19,7 +19,6 @@ SHIPS_PACKAGE = {"register"}
 # Every importlib.import_module call site, and why the closure can ignore or already covers it.
 KNOWN_DYNAMIC = {
     "src/aepipe/stages/runner.py": "imports aepipe.stages.<stage>: the root of each closure",
-    "src/aepipe/models/heads.py": "Head.fit_fn(): covered, a caller of .fit_fn( imports every trainer",
     "src/aepipe/pipeline_cli.py": "imports the repo's pipelines/ package for `aepipe pipeline`, never a stage",
 }
 
@@ -35,10 +34,15 @@ def code_deps(stage: str) -> list[Path]:
     return [Path(d) for d in DVC[stage]["deps"] if str(d).startswith("src/")]
 
 
-def test_every_stage_of_the_package_is_a_dvc_stage_running_its_cli() -> None:
+def test_every_stage_of_the_package_is_a_dvc_stage_running_its_cli_on_the_paths_of_aepipe_paths() -> None:
+    from aepipe import paths
+
     assert list(DVC) == list(STAGES)
     for stage, spec in DVC.items():
-        assert spec["cmd"].startswith(f"aepipe {stage} "), spec["cmd"]
+        assert spec["cmd"] == paths.command(stage), (
+            f"dvc.yaml: stage {stage} runs {spec['cmd']!r} but aepipe.paths says {paths.command(stage)!r}; "
+            "stage paths live in src/aepipe/paths.py: change them there and in dvc.yaml together"
+        )
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -71,13 +75,13 @@ def test_every_dynamic_import_is_accounted_for() -> None:
     )
 
 
-def test_closure_follows_lazy_imports_and_the_head_registry() -> None:
+def test_closure_follows_lazy_imports_and_the_head_trainers() -> None:
     train = closure("aepipe.stages.train")
-    assert Path("src/aepipe/training/finetune.py") in train  # only through HEADS["finetune"].fit_fn()
+    assert Path("src/aepipe/training/finetune.py") in train  # through aepipe.training.trainers
     assert Path("src/aepipe/training/heads.py") in train
     pretrain = closure("aepipe.stages.pretrain")
     assert Path("src/aepipe/tracking/reuse.py") in pretrain  # lazy: only with pretrain.init_from
-    assert Path("src/aepipe/training/heads.py") not in pretrain  # config names trainers, never runs them
+    assert Path("src/aepipe/training/heads.py") not in pretrain  # config knows head names only
     assert Path("src/aepipe/config.py") in closure("aepipe.stages.prepare")
     assert Path("src/aepipe/plots.py") in closure("aepipe.stages.evaluate")
 
@@ -92,11 +96,13 @@ def test_every_output_persists_so_a_failed_run_keeps_the_previous_one() -> None:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_outputs_a_failure_message_reports_are_the_dvc_outputs(stage: str) -> None:
-    from aepipe.cli import STAGE_ARGS, build_parser
+    from aepipe.cli import build_parser
+    from aepipe.paths import STAGE_ARGS, default_paths
     from aepipe.stages.outputs import stage_outputs
 
-    args = build_parser().parse_args([stage])  # the CLI's defaults are dvc.yaml's paths
-    paths = {dest: getattr(args, opt) for opt, dest in STAGE_ARGS[stage].items()}
+    args = build_parser().parse_args([stage])  # the CLI's defaults are those of aepipe.paths
+    paths = {dest: getattr(args, opt) for opt, (dest, _) in STAGE_ARGS[stage].items()}
+    assert paths == default_paths(stage)
     declared = set()
     for kind in ("outs", "metrics", "plots"):
         for out in DVC[stage].get(kind, []):

@@ -22,7 +22,8 @@ from aepipe.cli import main
 from aepipe.config import load_params
 from aepipe.errors import AepipeError
 from aepipe.kfp_support import GPU_ENV, IMAGE_ENV, default_image
-from aepipe.pipeline_cli import apply_overrides, find_repo_root
+from aepipe.config import apply_overrides
+from aepipe.pipeline_cli import find_repo_root
 from pipelines.aepipe_pipeline import FINALIZE_RESOURCES, build_pipeline
 from tests import pipeline_runs
 from tests.servers import free_port

@@ -14,41 +14,42 @@ from typing import Any
 
 from aepipe.errors import AepipeError
 
-# CLI flag -> keyword of the stage's run() function, per stage.
-STAGE_ARGS: dict[str, dict[str, str]] = {
-    "prepare": {"out": "out_dir"},
-    "pretrain": {"data": "data_dir", "model": "model_dir", "metrics": "metrics_path", "plots": "plots_dir"},
-    "extract": {"data": "data_dir", "model": "model_dir", "out": "features_dir"},
+from aepipe.paths import STAGE_ARGS
+
+# The help text of each path flag of the stage commands (flags and defaults: aepipe.paths).
+PATH_HELP: dict[str, dict[str, str]] = {
+    "prepare": {"out": "prepared dataset dir"},
+    "pretrain": {
+        "data": "prepared dataset",
+        "model": "autoencoder output dir",
+        "metrics": "metrics file",
+        "plots": "plots dir",
+    },
+    "extract": {"data": "prepared dataset", "model": "autoencoder", "out": "features dir"},
     "train": {
-        "data": "data_dir",
-        "features": "features_dir",
-        "model": "model_dir",
-        "out": "classifier_dir",
-        "metrics": "metrics_path",
-        "plots": "plots_dir",
+        "data": "prepared dataset",
+        "features": "features dir",
+        "model": "autoencoder",
+        "out": "classifier output dir",
+        "metrics": "metrics file",
+        "plots": "plots dir",
     },
     "evaluate": {
-        "data": "data_dir",
-        "model": "model_dir",
-        "classifier": "classifier_dir",
-        "metrics": "metrics_path",
-        "plots": "plots_dir",
+        "data": "prepared dataset",
+        "model": "autoencoder",
+        "classifier": "classifier",
+        "metrics": "metrics file",
+        "plots": "plots dir",
     },
     "register": {
-        "data": "data_dir",
-        "model": "model_dir",
-        "classifier": "classifier_dir",
-        "metrics_dir": "metrics_dir",
-        "plots": "plots_dir",
-        "out": "out_path",
+        "data": "prepared dataset",
+        "model": "autoencoder",
+        "classifier": "classifier",
+        "metrics_dir": "dir of pretrain/train/eval.json",
+        "plots": "plots dir (review pack)",
+        "out": "registration record",
     },
 }
-
-DATA = "data/prepared"
-AUTOENCODER = "models/autoencoder"
-FEATURES = "features"
-CLASSIFIER = "models/classifier"
-PLOTS = "plots"
 
 
 def cmd_stage(args: argparse.Namespace, params: Any) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def cmd_stage(args: argparse.Namespace, params: Any) -> dict[str, Any]:
     from aepipe.stages import outputs
     from aepipe.stages.runner import run_stage
 
-    paths = {dest: getattr(args, opt) for opt, dest in STAGE_ARGS[args.command].items()}
+    paths = {dest: getattr(args, opt) for opt, (dest, _) in STAGE_ARGS[args.command].items()}
     outs = outputs.stage_outputs(args.command, paths)
     for out in outs:  # temp files of a killed earlier run
         sweep_leftovers(out)
@@ -113,9 +114,10 @@ def cmd_promote(args: argparse.Namespace, params: Any) -> dict[str, Any]:
         print(f"aepipe promote: repaired: {note}", file=sys.stderr)
     if not d.promoted:
         print(f"aepipe promote: {d.message}", file=sys.stderr)
-        raise SystemExit(1 if d.message.startswith("refused") else 0)
+        raise SystemExit(d.exit_code)
     return {
         "promoted": d.promoted,
+        "outcome": d.outcome,
         "champion": d.version,
         "previous_champion": d.previous,
         "message": d.message,
@@ -205,61 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(f"--{opt.replace('_', '-')}", default=default, help=f"{text} (default: {default})")
         p.set_defaults(fn=fn)
 
-    add(
-        "prepare",
-        cmd_stage,
-        "load data.source, split, write the prepared dataset",
-        out=(DATA, "prepared dataset dir"),
-    )
-    add(
-        "pretrain",
-        cmd_stage,
-        "train the autoencoder without labels",
-        data=(DATA, "prepared dataset"),
-        model=(AUTOENCODER, "autoencoder output dir"),
-        metrics=("metrics/pretrain.json", "metrics file"),
-        plots=(PLOTS, "plots dir"),
-    )
-    add(
-        "extract",
-        cmd_stage,
-        "encode every split with the frozen encoder",
-        data=(DATA, "prepared dataset"),
-        model=(AUTOENCODER, "autoencoder"),
-        out=(FEATURES, "features dir"),
-    )
-    add(
-        "train",
-        cmd_stage,
-        "fit the classifier head (model selection on validation)",
-        data=(DATA, "prepared dataset"),
-        features=(FEATURES, "features dir"),
-        model=(AUTOENCODER, "autoencoder"),
-        out=(CLASSIFIER, "classifier output dir"),
-        metrics=("metrics/train.json", "metrics file"),
-        plots=(PLOTS, "plots dir"),
-    )
-    add(
-        "evaluate",
-        cmd_stage,
-        "score the pair on the test split",
-        data=(DATA, "prepared dataset"),
-        model=(AUTOENCODER, "autoencoder"),
-        classifier=(CLASSIFIER, "classifier"),
-        metrics=("metrics/eval.json", "metrics file"),
-        plots=(PLOTS, "plots dir"),
-    )
-    add(
-        "register",
-        cmd_stage,
-        "log the pair as a candidate, register the best candidate (validation) as challenger",
-        data=(DATA, "prepared dataset"),
-        model=(AUTOENCODER, "autoencoder"),
-        classifier=(CLASSIFIER, "classifier"),
-        metrics_dir=("metrics", "dir of pretrain/train/eval.json"),
-        plots=(PLOTS, "plots dir (review pack)"),
-        out=("reports/registration.json", "registration record"),
-    )
+    stage_help = {
+        "prepare": "load data.source, split, write the prepared dataset",
+        "pretrain": "train the autoencoder without labels",
+        "extract": "encode every split with the frozen encoder",
+        "train": "fit the classifier head (model selection on validation)",
+        "evaluate": "score the pair on the test split",
+        "register": "log the pair as a candidate, register the best candidate (validation) as challenger",
+    }
+    for stage, text in stage_help.items():
+        add(
+            stage,
+            cmd_stage,
+            text,
+            **{flag: (default, PATH_HELP[stage][flag]) for flag, (_, default) in STAGE_ARGS[stage].items()},
+        )
     reg = sub.choices["register"]
     mode = reg.add_mutually_exclusive_group()
     mode.add_argument(

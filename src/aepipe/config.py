@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aepipe.errors import ConfigError
+from aepipe.options import HEAD_NAMES, VARIANT_OPTIONS
+from aepipe.paths import STAGES
 
 TORCHVISION_SETS = ("mnist", "fashion_mnist", "cifar10")
 SOURCE_HELP = "digits | npz:<path> | folder:<path> | npy:<dir> | torchvision:<mnist|fashion_mnist|cifar10>"
@@ -75,7 +78,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
 
-    name: str = Field("vae_joint", description="autoencoder variant (see aepipe.models.REGISTRY)")
+    name: str = Field("vae_joint", description="autoencoder variant (see aepipe.options.VARIANT_OPTIONS)")
     latent_dim: int = Field(64, ge=1, le=4096)
     width: int = Field(16, ge=1, le=1024, description="channels of the first backbone stage")
     depth: int = Field(2, ge=1, le=6, description="number of downsampling stages")
@@ -89,29 +92,25 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_variants(self) -> "ModelConfig":
-        from aepipe.models import REGISTRY
-
-        allowed = ", ".join(sorted(REGISTRY))
-        if self.name not in REGISTRY:
+        allowed = ", ".join(sorted(VARIANT_OPTIONS))
+        if self.name not in VARIANT_OPTIONS:
             raise ValueError(f"unknown model.name {self.name!r}; allowed: {allowed}")
         for key, value in (self.model_extra or {}).items():
-            if key not in REGISTRY:
+            if key not in VARIANT_OPTIONS:
                 raise ValueError(
                     f"unknown key model.{key}; allowed: name, latent_dim, width, depth, features, pool_grid, or a variant section ({allowed})"
                 )
             try:
-                REGISTRY[key].config.model_validate(value if value is not None else {})
+                VARIANT_OPTIONS[key].model_validate(value if value is not None else {})
             except ValidationError as exc:
                 raise ValueError(f"in model.{key}: {_describe(exc, prefix=f'model.{key}')}") from None
         return self
 
     def options(self, name: str | None = None) -> BaseModel:
         """The typed options of a variant (defaults when its section is absent)."""
-        from aepipe.models import REGISTRY
-
         name = name or self.name
         raw = (self.model_extra or {}).get(name) or {}
-        return REGISTRY[name].config.model_validate(raw)
+        return VARIANT_OPTIONS[name].model_validate(raw)
 
 
 class PretrainConfig(Section):
@@ -297,7 +296,7 @@ class SemisupHeadConfig(Section):
 class ClassifierConfig(Section):
     head: str = Field(
         "auto",
-        description="classifier head (see aepipe.models.heads.HEADS), or auto: semisup when "
+        description="classifier head (see aepipe.options.HEAD_NAMES), or auto: semisup when "
         "labels_per_class <= auto_semisup_up_to, else linear",
     )
     labels_per_class: int | None = Field(
@@ -314,10 +313,10 @@ class ClassifierConfig(Section):
     @field_validator("head")
     @classmethod
     def _check_head(cls, value: str) -> str:
-        from aepipe.models.heads import HEADS
-
-        if value != "auto" and value not in HEADS:
-            raise ValueError(f"unknown classifier.head {value!r}; allowed: auto, {', '.join(sorted(HEADS))}")
+        if value != "auto" and value not in HEAD_NAMES:
+            raise ValueError(
+                f"unknown classifier.head {value!r}; allowed: auto, {', '.join(sorted(HEAD_NAMES))}"
+            )
         return value
 
     @property
@@ -492,8 +491,6 @@ class KubeflowConfig(Section):
     @field_validator("resources")
     @classmethod
     def _known_stages(cls, value: dict[str, TaskResources]) -> dict[str, TaskResources]:
-        from aepipe.stages import STAGES
-
         unknown = sorted(set(value) - set(STAGES))
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
@@ -598,6 +595,65 @@ def parse_params(
         return Params.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid params: {_describe(exc, lines=lines)}") from None
+
+
+def override_tree(
+    tree: dict[str, Any],
+    dotlist: Sequence[str] = (),
+    values: Mapping[str, Any] | None = None,
+    flag: str = "-p",
+) -> dict[str, Any]:
+    """``tree`` (params as plain data) with dotted overrides applied; not yet validated.
+
+    ``dotlist``: ``["pretrain.epochs=50", "classifier.mlp.hidden=[64, 32]", ...]``, parsed by
+    OmegaConf's dotlist: each value is typed as YAML (``3`` an int, ``1e-3`` a float, ``null``
+    None, ``[1, 2]`` a list, ``{beta: 2}`` a mapping merged into the section); ``${...}`` is kept
+    as text, never interpolated. ``values``: dotted key -> an already typed value, applied after.
+    ``flag`` names the option in the error for an item without ``=``. Unknown keys are not caught
+    here but by the validation after (:func:`apply_overrides`), which names them.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    keys = {}
+    for item in dotlist:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} pretrain.epochs=50")
+        keys[key.strip()] = item
+    keys.update({key: f"{key}={value!r}" for key, value in (values or {}).items()})
+    for key, item in keys.items():  # OmegaConf would silently turn the value into a section
+        node: Any = tree
+        parents = key.split(".")[:-1]
+        for i, part in enumerate(parents):
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is not None and not isinstance(node, dict):
+                raise ConfigError(f"{flag} {item!r}: {'.'.join(parents[: i + 1])} is a value, not a section")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.create(tree), OmegaConf.from_dotlist(list(dotlist)))
+        for key, value in (values or {}).items():
+            OmegaConf.update(cfg, key, value, merge=True)
+        data = OmegaConf.to_container(cfg, resolve=False)
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(f"{flag} {' '.join(dotlist)}: cannot apply the overrides: {exc}") from None
+    assert isinstance(data, dict)
+    return {str(k): v for k, v in data.items()}
+
+
+def apply_overrides(
+    params: Params,
+    dotlist: Sequence[str] = (),
+    source: str = "params.yaml",
+    values: Mapping[str, Any] | None = None,
+    flag: str = "-p",
+) -> Params:
+    """``params`` with dotted ``key=value`` overrides (:func:`override_tree`), validated again:
+    an unknown key or a bad value is a :class:`ConfigError` naming it. The one override parser of
+    the CLI (``-p``) and the benches (``--set``)."""
+    if not dotlist and not values:
+        return params
+    data = override_tree(params.model_dump(mode="json"), dotlist, values, flag)
+    return parse_params(data, f"{source} with {flag} overrides")
 
 
 def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from aepipe.config import Params, parse_params
+from aepipe.config import Params, apply_overrides
 from aepipe.errors import AepipeError
 from aepipe.kfp_support import params_to_json, resolve_image
 
@@ -54,23 +54,6 @@ def pipeline_module(root: Path) -> Any:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     return importlib.import_module("pipelines.aepipe_pipeline")
-
-
-def apply_overrides(params: Params, overrides: list[str], source: str = "params.yaml") -> Params:
-    """``["pretrain.epochs=3", ...]`` applied to the validated params, then validated again."""
-    data = params.model_dump(mode="json")
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise AepipeError(f"-p {item!r}: expected KEY=VALUE, e.g. -p pretrain.epochs=50")
-        *parents, leaf = key.split(".")
-        node = data
-        for i, part in enumerate(parents):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise AepipeError(f"-p {item!r}: {'.'.join(parents[: i + 1])} is a value, not a section")
-        node[leaf] = yaml.safe_load(text)
-    return parse_params(data, f"{source} with -p overrides" if overrides else source)
 
 
 def compile_pipeline(params: Params, image: str, output: str | Path, root: Path) -> dict[str, Any]:

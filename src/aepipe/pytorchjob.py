@@ -30,25 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aepipe.cli import AUTOENCODER, DATA, PLOTS
 from aepipe.config import Params
 from aepipe.errors import ModelError
 from aepipe.io import write_text
+from aepipe.paths import AUTOENCODER, DATA, PLOT_FILES, PLOTS, cli_args, metrics_file
 
 API_VERSION = "kubeflow.org/v1"
 CONTAINER = "pytorch"  # the operator finds the training container and its port by these names
 PORT_NAME = "pytorchjob-port"
-PRETRAIN_ARGS = [
-    "pretrain",
-    "--data",
-    DATA,
-    "--model",
-    AUTOENCODER,
-    "--metrics",
-    "metrics/pretrain.json",
-    "--plots",
-    PLOTS,
-]
+PRETRAIN_ARGS = ["pretrain", *cli_args("pretrain")]  # the paths dvc.yaml gives it
 
 
 def torchrun_command(params: Params, name: str | None = None) -> list[str]:
@@ -163,7 +153,7 @@ def run_policy(params: Params) -> dict[str, Any]:
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-OUTPUTS = {"model": AUTOENCODER, "metrics": "metrics/pretrain.json", "plots": PLOTS}
+OUTPUTS = {"model": AUTOENCODER, "metrics": metrics_file("pretrain"), "plots": PLOTS}
 
 
 def run_name(execution_key: str) -> str:
@@ -234,8 +224,9 @@ def collect_outputs(
     shutil.copytree(run_dir / AUTOENCODER, model_dir, dirs_exist_ok=True)
     shutil.copy2(run_dir / OUTPUTS["metrics"], metrics_path)
     Path(plots_dir).mkdir(parents=True, exist_ok=True)
-    for f in (run_dir / PLOTS).glob("pretrain_loss.*"):
-        shutil.copy2(f, Path(plots_dir) / f.name)
+    for name in PLOT_FILES["pretrain"]:
+        if (run_dir / PLOTS / name).is_file():
+            shutil.copy2(run_dir / PLOTS / name, Path(plots_dir) / name)
     return dict(json.loads(Path(metrics_path).read_text()))
 
 

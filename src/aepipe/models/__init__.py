@@ -1,7 +1,9 @@
 """The autoencoder zoo: variant name -> (typed options, module class).
 
-Adding a variant is one new module and one line here; ``model.name`` in params.yaml selects it
-and ``model.<name>: {...}`` holds its options, validated by its config class.
+Adding a variant is its options class in ``aepipe/options.py`` (one entry in VARIANT_OPTIONS:
+params validation needs no torch), its module here in ``aepipe/models/``, and one line in
+MODULES below; ``model.name`` in params.yaml selects it and ``model.<name>: {...}`` holds its
+options. tests/test_layers.py checks the two tables name the same variants.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from aepipe.models.base import AutoEncoder, ModelSpec
-from aepipe.models.conv import ConvAutoEncoder, ConvOptions
-from aepipe.models.dense import DenseAutoEncoder, DenseOptions
-from aepipe.models.denoising import DenoisingAutoEncoder, DenoisingOptions
-from aepipe.models.mae import MAEOptions, MaskedAutoEncoder
-from aepipe.models.sparse import SparseAutoEncoder, SparseOptions
-from aepipe.models.vae import VAEOptions, VariationalAutoEncoder
-from aepipe.models.vae_joint import JointVAE, JointVAEOptions
+from aepipe.models.conv import ConvAutoEncoder
+from aepipe.models.denoising import DenoisingAutoEncoder
+from aepipe.models.dense import DenseAutoEncoder
+from aepipe.models.mae import MaskedAutoEncoder
+from aepipe.models.sparse import SparseAutoEncoder
+from aepipe.models.vae import VariationalAutoEncoder
+from aepipe.models.vae_joint import JointVAE
+from aepipe.options import VARIANT_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -26,14 +29,18 @@ class Variant:
     module: type[AutoEncoder]
 
 
+MODULES: dict[str, type[AutoEncoder]] = {
+    "conv": ConvAutoEncoder,
+    "dense": DenseAutoEncoder,
+    "denoising": DenoisingAutoEncoder,
+    "sparse": SparseAutoEncoder,
+    "vae": VariationalAutoEncoder,
+    "vae_joint": JointVAE,
+    "mae": MaskedAutoEncoder,
+}
+# Every variant's options (aepipe.options, torch-free: what params validation uses) and module.
 REGISTRY: dict[str, Variant] = {
-    "conv": Variant(ConvOptions, ConvAutoEncoder),
-    "dense": Variant(DenseOptions, DenseAutoEncoder),
-    "denoising": Variant(DenoisingOptions, DenoisingAutoEncoder),
-    "sparse": Variant(SparseOptions, SparseAutoEncoder),
-    "vae": Variant(VAEOptions, VariationalAutoEncoder),
-    "vae_joint": Variant(JointVAEOptions, JointVAE),
-    "mae": Variant(MAEOptions, MaskedAutoEncoder),
+    name: Variant(VARIANT_OPTIONS[name], module) for name, module in MODULES.items()
 }
 
 

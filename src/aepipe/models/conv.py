@@ -7,14 +7,9 @@ see while training (``forward``), the code (``code``) or the loss.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from aepipe.models.backbone import ConvDecoder, ConvEncoder
 from aepipe.models.base import AutoEncoder, ModelSpec
-
-
-class ConvOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ConvAutoEncoder(AutoEncoder):

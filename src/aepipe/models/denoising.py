@@ -6,28 +6,11 @@ deterministic and see the clean image.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from aepipe.models.base import ModelSpec
 from aepipe.models.conv import ConvAutoEncoder
-
-
-class DenoisingOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    noise: Literal["gaussian", "masking", "salt_pepper"] = Field(
-        "gaussian",
-        description="gaussian: add N(0, level^2); masking: zero a `level` share of pixels; salt_pepper: set a `level` share to 0 or 1",
-    )
-    level: float = Field(
-        0.3,
-        gt=0.0,
-        le=1.0,
-        description="noise std (gaussian) or share of corrupted pixels, in [0, 1] pixel units",
-    )
+from aepipe.options import DenoisingOptions
 
 
 def corrupt(x: torch.Tensor, noise: str, level: float) -> torch.Tensor:

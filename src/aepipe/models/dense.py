@@ -10,18 +10,10 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from aepipe.models.base import AutoEncoder, ModelSpec
-
-
-class DenseOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    units_per_width: int = Field(
-        16, ge=1, le=256, description="first hidden layer = model.width x this; halves per layer"
-    )
+from aepipe.options import DenseOptions
 
 
 def _layer(cin: int, cout: int) -> nn.Sequential:

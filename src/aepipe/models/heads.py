@@ -1,25 +1,19 @@
-"""Classifier heads on top of encoder features: head name -> (module, trainer).
+"""Classifier heads on top of encoder features: head name -> module (what a saved head loads as).
 
-The trainer is named by a dotted path and imported only when used, so validating params does
-not pull in every training loop. Every head standardises its input with the training split's
-feature statistics (buffers), so the saved head is self-contained.
+Each head's trainer lives in the training layer (``aepipe.training.trainers.TRAINERS``), so this
+module, which loading and serving a model needs, never imports a training loop. Every head
+standardises its input with the training split's feature statistics (buffers), so the saved
+head is self-contained.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from aepipe.config import ClassifierConfig
-    from aepipe.training.checkpoint import Checkpointer
 
 
 class Standardized(nn.Module):
@@ -78,54 +72,17 @@ class MLPClassifier(Standardized):
         return self.mlp(self.standardize(features))
 
 
-@dataclass
-class HeadData:
-    """What a head trainer gets from the train stage. Heads on frozen features use the features;
-    ``finetune`` and ``semisup`` also read the images (``data_dir``, rows ``picked`` of the train split) and the
-    pretrained autoencoder (``model_dir``)."""
-
-    f_train: np.ndarray
-    y_train: np.ndarray
-    f_val: np.ndarray
-    y_val: np.ndarray
-    n_classes: int
-    cfg: ClassifierConfig
-    seed: int
-    device: torch.device = torch.device("cpu")
-    data_dir: Path | None = None
-    model_dir: Path | None = None
-    picked: np.ndarray | None = None
-    checkpoint: Checkpointer | None = None  # heads trained by gradient descent save every epoch here
-
-
-@dataclass
-class FitResult:
-    """What a head trainer returns. ``info`` is JSON and goes into the head's spec;
-    ``options`` are the module's constructor arguments; ``autoencoder`` is set by heads that
-    train the encoder too (finetune), and is saved next to the head."""
-
-    module: nn.Module
-    val_accuracy: float
-    curve: list[dict[str, float]]
-    info: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    autoencoder: nn.Module | None = None
-
-
 @dataclass(frozen=True)
 class Head:
     module: type[nn.Module]
-    trainer: str  # "module:function"
     trains_encoder: bool = False
 
-    def fit_fn(self) -> Callable[[HeadData], FitResult]:
-        mod, _, fn = self.trainer.partition(":")
-        return getattr(importlib.import_module(mod), fn)
 
-
+# The names are aepipe.options.HEAD_NAMES and those of aepipe.training.trainers.TRAINERS
+# (tests/test_layers.py checks that the three agree).
 HEADS: dict[str, Head] = {
-    "linear": Head(LinearClassifier, "aepipe.training.heads:fit_linear"),
-    "mlp": Head(MLPClassifier, "aepipe.training.heads:fit_mlp"),
-    "finetune": Head(LinearClassifier, "aepipe.training.finetune:fit_finetune", trains_encoder=True),
-    "semisup": Head(LinearClassifier, "aepipe.training.semisup:fit_semisup", trains_encoder=True),
+    "linear": Head(LinearClassifier),
+    "mlp": Head(MLPClassifier),
+    "finetune": Head(LinearClassifier, trains_encoder=True),
+    "semisup": Head(LinearClassifier, trains_encoder=True),
 }

@@ -11,19 +11,10 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from aepipe.models.base import ModelSpec
 from aepipe.models.conv import ConvAutoEncoder
-
-
-class MAEOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mask_ratio: float = Field(
-        0.5, gt=0.0, lt=1.0, description="share of patches hidden from the encoder while training"
-    )
-    patch_size: int = Field(4, ge=1, le=64, description="side of a square patch in pixels")
+from aepipe.options import MAEOptions
 
 
 def patch_mask(x: torch.Tensor, ratio: float, patch: int) -> torch.Tensor:

@@ -7,25 +7,11 @@ classic sparse-autoencoder penalty.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from aepipe.models.base import ModelSpec
 from aepipe.models.conv import ConvAutoEncoder
-
-
-class SparseOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    penalty: Literal["l1", "kl"] = Field(
-        "l1", description="l1 on the code, or KL to a target mean activation"
-    )
-    weight: float = Field(1e-3, ge=0.0, description="weight of the penalty against the pixel MSE")
-    target: float = Field(
-        0.05, gt=0.0, lt=1.0, description="kl only: wanted mean activation of each code unit"
-    )
+from aepipe.options import SparseOptions
 
 
 class SparseAutoEncoder(ConvAutoEncoder):

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from aepipe.models.base import ModelSpec
 from aepipe.models.conv import ConvAutoEncoder
-
-
-class VAEOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    beta: float = Field(1.0, ge=0.0, description="weight of the KL term (1 = the plain ELBO)")
+from aepipe.options import VAEOptions
 
 
 class VariationalAutoEncoder(ConvAutoEncoder):

@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from aepipe.errors import ModelError
 from aepipe.models.base import ModelSpec
-from aepipe.models.vae import VAEOptions, VariationalAutoEncoder
-
-
-class JointVAEOptions(VAEOptions):
-    lam: float = Field(
-        100.0, ge=0.0, description="weight of the classifier's cross-entropy against the ELBO (lambda)"
-    )
-    labelled_per_batch: int = Field(
-        32, ge=0, le=4096, description="labelled images added to every pretraining batch (0 = none)"
-    )
+from aepipe.models.vae import VariationalAutoEncoder
+from aepipe.options import JointVAEOptions
 
 
 class JointVAE(VariationalAutoEncoder):

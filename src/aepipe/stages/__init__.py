@@ -3,4 +3,6 @@
 The CLI that ``dvc.yaml`` calls and the Kubeflow components are both thin wrappers over these.
 """
 
-STAGES = ("prepare", "pretrain", "extract", "train", "evaluate", "register")
+from aepipe.paths import STAGES
+
+__all__ = ["STAGES"]

@@ -13,18 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# Files each stage writes into its plots directory (shared by several stages).
-PLOT_FILES: dict[str, tuple[str, ...]] = {
-    "pretrain": ("pretrain_loss.csv", "pretrain_loss.png"),
-    "train": ("train_curve.csv",),
-    "evaluate": (
-        "confusion.csv",
-        "confusion.png",
-        "reconstructions.png",
-        "latent_projection.png",
-        "misclassified.png",
-    ),
-}
+from aepipe.paths import PLOT_FILES
+
 # run() keywords that name a stage's own outputs (files or directories).
 OUTPUT_ARGS: dict[str, tuple[str, ...]] = {
     "prepare": ("out_dir",),

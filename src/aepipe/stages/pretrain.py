@@ -33,6 +33,9 @@ from aepipe.training.device import resolve_device, seed_everything
 from aepipe.training.distributed import DistEnv
 from aepipe.training.pretrain import EpochLog, evaluate_loss, label_array, pretrain
 
+# Runs under torchrun (aepipe.stages.runner): every rank trains its slice, rank 0 writes.
+DATA_PARALLEL = True
+
 
 def spec_from_params(
     params: Params, input_shape: tuple[int, int, int], mean: list[float], std: list[float], n_classes: int = 0

@@ -23,10 +23,12 @@ from aepipe.data.prepared import load_prepared
 from aepipe.errors import TrackingError
 from aepipe.io import read_json, write_csv, write_json
 from aepipe.models.io import SPEC
+from aepipe.paths import METRIC_FILES
 from aepipe.tracking import registry
 from aepipe.tracking.review import description, model_card
+from aepipe.tracking.tracker import MlflowTracker, NullTracker, Tracker
 
-METRIC_FILES = ("pretrain.json", "train.json", "eval.json")
+EVAL, TRAIN, PRETRAIN = (METRIC_FILES[s] for s in ("evaluate", "train", "pretrain"))
 
 
 def _label_efficiency(client: Any, experiment_id: str, data_hash: str, variant: str) -> list[dict[str, Any]]:
@@ -68,9 +70,9 @@ def _review_pack(
         summary,
         meta,
         effective_params(params),
-        metrics["eval.json"],
-        metrics.get("train.json", {}),
-        metrics.get("pretrain.json", {}),
+        metrics[EVAL],
+        metrics.get(TRAIN, {}),
+        metrics.get(PRETRAIN, {}),
         efficiency,
     )
     (dest / "model_card.md").write_text(card)
@@ -106,29 +108,34 @@ def run(
     classifier_dir: str | Path,
     metrics_dir: str | Path,
     out_path: str | Path,
-    run_id: str,
     plots_dir: str | Path | None = None,
     select: str = "best",
+    tracker: Tracker = NullTracker(),
 ) -> dict[str, Any]:
-    from mlflow import MlflowClient
-
+    """``tracker``: the stage's MLflow run, which becomes the candidate (its client also writes
+    the registry); a tracker that records nowhere cannot register, and is refused first."""
     from aepipe.models import REGISTRY
     from aepipe.tracking.lineage import effective_params
 
+    if not isinstance(tracker, MlflowTracker):
+        raise TrackingError(
+            "register logs the pair to MLflow and registers it, so it needs an MLflow run; "
+            f"got {type(tracker).__name__}: run it through aepipe.stages.runner.run_stage (`aepipe register`)"
+        )
+    client, run_id = tracker.client, tracker.run_id
     cfg = params.mlflow
     ds = load_prepared(data_dir, mmap=True)
     metrics = {
         name: read_json(Path(metrics_dir) / name, f"{name} metrics")
-        for name in METRIC_FILES
+        for name in METRIC_FILES.values()
         if (Path(metrics_dir) / name).is_file()
     }
-    if "eval.json" not in metrics:
+    if EVAL not in metrics:
         raise TrackingError(
-            f"{Path(metrics_dir) / 'eval.json'}: evaluation metrics not found; run `aepipe evaluate` first"
+            f"{Path(metrics_dir) / EVAL}: evaluation metrics not found; run `aepipe evaluate` first"
         )
-    evaluation = metrics["eval.json"]
+    evaluation = metrics[EVAL]
     head = read_json(Path(classifier_dir) / SPEC, "classifier spec")
-    client = MlflowClient()
     run = client.get_run(run_id)
     uses_labels = bool(getattr(REGISTRY[params.model.name].module, "uses_labels", False))
     summary = {
@@ -161,9 +168,6 @@ def run(
     predictions, val_loss = _predictions(params, ds, model_dir, classifier_dir)
     # params and metrics go on the run BEFORE the models are logged: MLflow 3 copies them onto
     # the LoggedModels, and the registered version's source run shows them in "Compare".
-    from aepipe.tracking.tracker import MlflowTracker
-
-    tracker = MlflowTracker(client, run_id)
     tracker.log_params(effective_params(params))
     numbers = {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tracker.log_metrics({**numbers, registry.TIE_BREAK: val_loss})

@@ -29,6 +29,10 @@ PARENT_METRICS = (
 )
 
 
+# Keys of a stage's result that also tag the execution's parent run (the data it ran on).
+PARENT_TAGS = {"data_hash": "aepipe.data_hash"}
+
+
 def _data_hash(data_dir: str | Path | None) -> str | None:
     """For the MLflow tag only: an unreadable meta.json is the stage's to report, clearly."""
     meta = Path(data_dir) / "meta.json" if data_dir else None
@@ -40,8 +44,11 @@ def _data_hash(data_dir: str | Path | None) -> str | None:
 
 
 def run_stage(stage: str, params: Params, **paths: str | Path) -> dict[str, Any]:
-    """Under torchrun only ``pretrain`` runs, and only rank 0 talks to MLflow (the other ranks
-    train their slices and write nothing)."""
+    """Every stage the same way: ``module.run(params, **paths, tracker=...)`` inside its nested
+    MLflow run; result numbers in PARENT_METRICS and keys in PARENT_TAGS go on the parent run too,
+    and the last stage of STAGES closes the execution. Under torchrun only a stage module that
+    declares ``DATA_PARALLEL = True`` (pretrain) runs, and only rank 0 talks to MLflow (the other
+    ranks train their slices and write nothing)."""
     from aepipe.tracking.lineage import finish_parent, stage_run
     from aepipe.training.distributed import DistEnv
 
@@ -49,27 +56,25 @@ def run_stage(stage: str, params: Params, **paths: str | Path) -> dict[str, Any]
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     module = importlib.import_module(f"aepipe.stages.{stage}")
     dist = DistEnv.from_env()
-    if dist.enabled and stage != "pretrain":
+    if dist.enabled and not getattr(module, "DATA_PARALLEL", False):
         raise AepipeError(
             f"`aepipe {stage}` does not run under torchrun (WORLD_SIZE={dist.world}); only pretrain is data-parallel"
         )
     if not dist.is_main:
         return module.run(params, **paths)
     with stage_run(stage, params, _data_hash(paths.get("data_dir"))) as tracker:
-        if stage == "register":
-            result = module.run(params, **paths, run_id=tracker.run_id)
-        else:
-            result = module.run(params, **paths, tracker=tracker)
-        if stage == "prepare":
-            tracker.client.set_tag(tracker.parent_run_id, "aepipe.data_hash", result["data_hash"])
+        result = module.run(params, **paths, tracker=tracker)
+        parent = type(tracker)(tracker.client, tracker.parent_run_id)
+        tags = {tag: str(result[key]) for key, tag in PARENT_TAGS.items() if key in result}
+        if tags:
+            parent.set_tags(tags)
         key_metrics = {
             k: float(v)
             for k, v in result.items()
             if k in PARENT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)
         }
         if key_metrics:
-            parent = type(tracker)(tracker.client, tracker.parent_run_id)
             parent.log_metrics(key_metrics)
-    if stage == "register":
+    if stage == STAGES[-1]:
         finish_parent(tracker)
     return result

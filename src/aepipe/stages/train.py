@@ -19,12 +19,14 @@ from aepipe.data.prepared import load_prepared
 from aepipe.data.splits import labelled_subset
 from aepipe.errors import DataError, ModelError
 from aepipe.io import sha256_file, write_csv, write_json
-from aepipe.models.heads import HEADS, HeadData
+from aepipe.models.heads import HEADS
 from aepipe.models.io import WEIGHTS, head_spec, save_classifier
 from aepipe.stages.extract import load_features
 from aepipe.tracking.tracker import NullTracker, Tracker
 from aepipe.training.checkpoint import Checkpointer, checkpoint_dir
 from aepipe.training.device import resolve_device, seed_everything
+from aepipe.training.fit import HeadData
+from aepipe.training.trainers import TRAINERS
 
 
 def run(
@@ -78,7 +80,7 @@ def run(
     )
     name = cfg.resolved_head  # `auto` becomes the head it stands for
     head = HEADS[name]
-    fit = head.fit_fn()(data)
+    fit = TRAINERS[name](data)
     if head.trains_encoder and fit.autoencoder is None:
         raise ModelError(f"classifier.head {name!r} trains the encoder but its trainer returned none to save")
     info = {"val_accuracy": fit.val_accuracy, **fit.info}

@@ -172,8 +172,7 @@ def effective_params(params: Params) -> dict[str, Any]:
     ``linear`` head is not affected by ``model.mae.*`` or ``classifier.mlp.*``; logging those would
     make MLflow's "Compare" list differences that changed nothing. Cluster settings are dropped too.
     """
-    from aepipe.models import REGISTRY
-    from aepipe.models.heads import HEADS
+    from aepipe.options import HEAD_NAMES, VARIANT_OPTIONS
 
     variant, head = params.model.name, params.classifier.head
     out = {}
@@ -181,14 +180,14 @@ def effective_params(params: Params) -> dict[str, Any]:
         parts = key.split(".")
         if parts[0] == "kubeflow":
             continue
-        if parts[0] == "model" and len(parts) > 2 and parts[1] in REGISTRY and parts[1] != variant:
+        if parts[0] == "model" and len(parts) > 2 and parts[1] in VARIANT_OPTIONS and parts[1] != variant:
             continue
-        if parts[0] == "classifier" and len(parts) > 2 and parts[1] in HEADS and parts[1] != head:
+        if parts[0] == "classifier" and len(parts) > 2 and parts[1] in HEAD_NAMES and parts[1] != head:
             continue
         out[key] = value
     # the chosen variant's options as the model sees them, defaults included
     options = (params.model.model_extra or {}).get(variant) or {}
-    for k, v in REGISTRY[variant].config.model_validate(options).model_dump(mode="json").items():
+    for k, v in VARIANT_OPTIONS[variant].model_validate(options).model_dump(mode="json").items():
         out[f"model.{variant}.{k}"] = v
     return out
 

@@ -28,7 +28,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from aepipe.errors import TrackingError
 from aepipe.tracking import registry
@@ -39,14 +39,29 @@ INTENT_TAG = "aepipe.promotion_intent"  # on the registered model while a move i
 CHAMPION_TAG = "aepipe.champion"  # on the registered model: the version aepipe last made champion
 
 
+# What a promotion or rollback did, and the exit status `aepipe promote` / `rollback` reports for it:
+# a refusal by the gate is a failure a script must see; "already the champion" is not.
+Outcome = Literal["promoted", "rolled_back", "already_champion", "refused"]
+EXIT_CODES: dict[str, int] = {"promoted": 0, "rolled_back": 0, "already_champion": 0, "refused": 1}
+
+
 @dataclass
 class Decision:
-    promoted: bool
+    outcome: Outcome
     version: str
     previous: str | None
     message: str
     gate: dict[str, Any] | None = None
     repaired: list[str] = field(default_factory=list)
+
+    @property
+    def promoted(self) -> bool:
+        """The champion alias moved."""
+        return self.outcome in ("promoted", "rolled_back")
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.outcome]
 
 
 def _now() -> str:
@@ -217,7 +232,9 @@ def promote(
     ver = str(cand.version)
     champ_ver = held.get(CHAMPION)
     if champ_ver == ver:
-        return Decision(False, ver, None, f"version {ver} is already the champion", repaired=repaired)
+        return Decision(
+            "already_champion", ver, None, f"version {ver} is already the champion", repaired=repaired
+        )
     champ = get_version(client, name, champ_ver) if champ_ver else None
     warning = outside_move(client, name, held, model_tags(client, name))
 
@@ -238,7 +255,7 @@ def promote(
     note = f" (note: {warning})" if warning else ""
     if not gate["passed"] and not force:
         return Decision(
-            False,
+            "refused",
             ver,
             champ_ver,
             f"refused: {gate['summary']}; use --force --reason TEXT to override{note}",
@@ -264,7 +281,7 @@ def promote(
     w(f"{name}@{CHAMPION} -> {ver}", client.set_registered_model_alias, name, CHAMPION, ver)
     _finish(client, name, intent, w)
     return Decision(
-        True,
+        "promoted",
         ver,
         champ_ver,
         f"promoted v{ver} to {CHAMPION}"
@@ -317,7 +334,7 @@ def rollback(client: Any, name: str, reason: str | None = None) -> Decision:
     w(f"{name}@{CHAMPION} -> {target}", client.set_registered_model_alias, name, CHAMPION, target)
     _finish(client, name, intent, w)
     return Decision(
-        True,
+        "rolled_back",
         target,
         current,
         f"rolled back: champion is v{target} again" + (f", previous-champion v{older}" if older else ""),

@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from aepipe.data.prepared import load_prepared
-from aepipe.models.heads import FitResult, HeadData, LinearClassifier
+from aepipe.models.heads import LinearClassifier
 from aepipe.models.io import load_autoencoder
 from aepipe.models.pair import EncoderClassifier
 from aepipe.training.features import as_tensor
+from aepipe.training.fit import FitResult, HeadData
 from aepipe.training.loop import TRAIN_ACCURACY_SAMPLE, accuracy, epoch_batches, fit_epochs, sgd_step
 
 

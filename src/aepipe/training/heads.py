@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from aepipe.models.heads import FitResult, HeadData, LinearClassifier, MLPClassifier
+from aepipe.models.heads import LinearClassifier, MLPClassifier
+from aepipe.training.fit import FitResult, HeadData
 from aepipe.training.loop import TRAIN_ACCURACY_SAMPLE, accuracy, epoch_batches, fit_epochs, sgd_step
 
 

@@ -37,12 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from aepipe.data.prepared import load_prepared
-from aepipe.models.heads import FitResult, HeadData, LinearClassifier
+from aepipe.models.heads import LinearClassifier
 from aepipe.models.io import load_autoencoder
 from aepipe.models.pair import EncoderClassifier
 from aepipe.training import augment
 from aepipe.training.device import autocast, configure_backends
 from aepipe.training.features import as_tensor
+from aepipe.training.fit import FitResult, HeadData
 from aepipe.training.loop import TRAIN_ACCURACY_SAMPLE, accuracy, fit_epochs, sgd_step
 
 
