@@ -35,10 +35,8 @@ def stage_lines(stage: str, result: Mapping[str, Any], paths: Mapping[str, Any])
         shape = "x".join(str(s) for s in r["shape"])
         splits = " / ".join(f"{k} {_count(v)}" for k, v in counts.items())
         total = _count(sum(counts.values()))
-        lines = [f"{head} {total} images {shape}, {r['classes']} classes; {splits}{where}"]
-        if r.get("label_map"):
-            lines.append(f"{head} labels remapped to class indices (label_map in meta.json)")
-        return lines
+        # (a remapping of the labels, if any, prepare itself reported on stderr)
+        return [f"{head} {total} images {shape}, {r['classes']} classes; {splits}{where}"]
     if stage == "pretrain":
         if "final_val_loss" not in r:  # a torchrun rank other than 0: it trained its slice only
             return [f"{head} rank {r.get('rank')} done on {r.get('device')} in {r.get('seconds')} s"]
