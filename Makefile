@@ -41,14 +41,11 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 
 install: $(VENV)/.installed
 
+# Ends with `aepipe summary`: test accuracy and macro-F1, the registered model, the next commands.
 run: $(VENV)/.installed
 	dvc repro
 	@echo
-	@echo "Metrics:  metrics/eval.json  (dvc metrics show)"
-	@dvc metrics show
-	@echo "Plots:    plots/  (dvc plots show  ->  dvc_plots/index.html)"
-	@echo "Model:    reports/registration.json; MLflow store: mlflow.db + mlruns/"
-	@echo "MLflow UI: make ui   then open http://127.0.0.1:$(UI_PORT)"
+	@aepipe summary
 
 test: lint
 	$(BIN)/python -m pytest

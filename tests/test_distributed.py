@@ -84,6 +84,7 @@ def test_aepipe_pretrain_under_torchrun_writes_outputs_and_mlflow_once(tmp_path:
         str(tmp_path / "pretrain.json"),
         "--plots",
         str(tmp_path / "plots"),
+        "--json",
     ]
     proc = subprocess.run(cmd, env=env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

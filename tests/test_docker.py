@@ -280,7 +280,9 @@ def test_sigterm_stops_pretraining_cleanly_and_the_rerun_resumes(engine: Any, tm
     (run,) = client.search_runs([exp.experiment_id], filter_string="tags.`aepipe.stage` = 'pretrain'")
     assert run.info.status == "KILLED"
 
-    status, out, err = containers.run(engine, ["aepipe", "pretrain"], network_mode="none", **in_work(work))
+    status, out, err = containers.run(
+        engine, ["aepipe", "pretrain", "--json"], network_mode="none", **in_work(work)
+    )
     assert status == 0, err[-3000:]
     result = json.loads(out)
     assert result["resumed_from_epoch"] == state["epoch"] and result["epochs"] == 12

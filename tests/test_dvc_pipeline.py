@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,14 @@ def dvc(repo: Path, *args: str) -> str:
         [str(Path(sys.executable).with_name("dvc")), *args], cwd=repo, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr
+
+
+def aepipe(repo: Path, *args: str) -> str:
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("aepipe")), *args], cwd=repo, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, f"aepipe {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
 
 
@@ -51,6 +60,26 @@ def test_dvc_repro_end_to_end_with_mlflow_server(repo_copy: Path, tracking_env: 
 
     metrics = json.loads((repo_copy / "metrics/eval.json").read_text())
     assert metrics["test_accuracy"] > 0.9, metrics  # chance: 0.1
+    registration = json.loads((repo_copy / "reports/registration.json").read_text())
+
+    # what `make run` prints (dvc repro, then `aepipe summary`) reads well: short, no library
+    # warning or colour code, one line per stage, and a summary that tells the truth
+    summary = aepipe(repo_copy, "summary")
+    printed = first + summary
+    lines = printed.splitlines()
+    assert len(lines) < 60, printed
+    assert not [x for x in lines if re.search("warning|deprecat", x, re.IGNORECASE)], printed
+    assert "\x1b[" not in printed, printed
+    assert "{" not in first, first  # no result dict dumped
+    for stage in STAGES:
+        assert f"aepipe {stage}: " in first, first
+    assert summary.splitlines()[0] == (
+        f"Result:  test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_macro_f1']:.4f} "
+        f"on {metrics['n_test']} test images (metrics/eval.json)"
+    )
+    assert f"dvc-e2e v{registration['version']}, alias challenger (this run's model)" in summary
+    then = summary.splitlines()[-3:]  # the next three commands, last: what the eye lands on
+    assert "make ui" in then[0] and "aepipe promote" in then[1] and "dvc exp run -S" in then[2], summary
 
     # dvc reads the metrics and renders the plots
     shown = json.loads(dvc(repo_copy, "metrics", "show", "--json"))
@@ -62,7 +91,6 @@ def test_dvc_repro_end_to_end_with_mlflow_server(repo_copy: Path, tracking_env: 
 
     # the registry: alias challenger -> v1, which reproduces evaluate's test accuracy on raw images
     client = MlflowClient()
-    registration = json.loads((repo_copy / "reports/registration.json").read_text())
     assert registration["created"] and registration["this_run_selected"]
     version = client.get_model_version_by_alias("dvc-e2e", "challenger")
     assert str(version.version) == registration["version"] == "1"
@@ -109,6 +137,9 @@ def test_dvc_repro_end_to_end_with_mlflow_server(repo_copy: Path, tracking_env: 
         if len([c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id]) == 6
     )
     assert first_parent.data.params["pretrain.epochs"] == "4"
+    # the experiment table (one row per execution) sorts by the key metrics of evaluate
+    for key in ("test_accuracy", "test_macro_f1", "val_accuracy", "val_macro_f1"):
+        assert first_parent.data.metrics[key] == metrics[key], key
     pretrain_run = next(c for c in children if c.data.tags["aepipe.stage"] == "pretrain")
     assert len(client.get_metric_history(pretrain_run.info.run_id, "val_loss")) == 4
     assert pretrain_run.data.tags["aepipe.data_hash"] == ds.meta["data_hash"]

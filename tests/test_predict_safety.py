@@ -55,6 +55,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict:
         code_paths=code,
         artifacts={"autoencoder": str(root / "ae"), "classifier": str(root / "clf")},
         signature=pair_signature(tuple(x.shape[1:])),
+        input_example=x,
         pip_requirements=pip_requirements(),
     )
     mlflow.pyfunc.save_model(
@@ -62,6 +63,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict:
         python_model=str(ENCODER_CODE),
         code_paths=code,
         artifacts={"autoencoder": str(root / "ae")},
+        input_example=x,  # without it MLflow warns: it infers no signature from an ndarray hint
         pip_requirements=pip_requirements(),
     )
     for i in range(3):

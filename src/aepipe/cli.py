@@ -1,7 +1,9 @@
 """``aepipe <stage>``: the commands ``dvc.yaml`` runs, each a thin wrapper over aepipe.stages.
 
 Default paths are the ones dvc.yaml declares. Every command validates params.yaml first, so a
-bad key fails before anything is written; user errors print one clear line and exit 2.
+bad key fails before anything is written; user errors print one clear line and exit 2. A stage
+prints a line or two for a person (what it did, the headline numbers, where its outputs are);
+``--json`` prints its full result instead, and the metrics files hold it too.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ PATH_HELP: dict[str, dict[str, str]] = {
 }
 
 
-def cmd_stage(args: argparse.Namespace, params: Any) -> dict[str, Any]:
+def cmd_stage(args: argparse.Namespace, params: Any) -> dict[str, Any] | None:
     from aepipe.io import sweep_leftovers
     from aepipe.stages import outputs
     from aepipe.stages.runner import run_stage
@@ -64,10 +66,11 @@ def cmd_stage(args: argparse.Namespace, params: Any) -> dict[str, Any]:
     before = outputs.snapshot(outs)
     try:
         if args.command == "register" and args.best:
-            return cmd_register_best(args, params)
-        if args.command == "register":
-            paths["select"] = args.select
-        result = run_stage(args.command, params, **paths)
+            result = cmd_register_best(args, params)
+        else:
+            if args.command == "register":
+                paths["select"] = args.select
+            result = run_stage(args.command, params, **paths)
     except AepipeError as exc:  # end the message with the truth about every output
         text = str(exc).rstrip()
         exc.args = (
@@ -75,7 +78,12 @@ def cmd_stage(args: argparse.Namespace, params: Any) -> dict[str, Any]:
         )
         raise
     result.pop("history", None)
-    return result
+    if args.json:
+        return result
+    from aepipe.summary import stage_lines
+
+    print("\n".join(stage_lines(args.command, result, paths)), flush=True)
+    return None
 
 
 def cmd_register_best(args: argparse.Namespace, params: Any) -> dict[str, Any]:
@@ -192,6 +200,12 @@ def cmd_predict(args: argparse.Namespace, params: Any) -> Any:
     return None
 
 
+def cmd_summary(args: argparse.Namespace, params: Any) -> None:
+    from aepipe.summary import run_summary
+
+    print("\n".join(run_summary(args.metrics, args.registration)))
+
+
 def cmd_params(args: argparse.Namespace, params: Any) -> dict[str, Any]:
     return params.flat()
 
@@ -205,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         for opt, (default, text) in paths.items():
             p.add_argument(f"--{opt.replace('_', '-')}", default=default, help=f"{text} (default: {default})")
+        if fn is cmd_stage:
+            p.add_argument(
+                "--json",
+                action="store_true",
+                help="print the stage's full result as JSON (default: one line)",
+            )
         p.set_defaults(fn=fn)
 
     stage_help = {
@@ -268,27 +288,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files, .npy (N×C×H×W uint8) or .npz (key x)")
     p.set_defaults(fn=cmd_predict)
     add("params", cmd_params, "validate params.yaml and print the flattened values")
+    add(
+        "summary",
+        cmd_summary,
+        "the end of `make run`: test accuracy and macro-F1, the registered model, what to do next",
+        metrics=("metrics/eval.json", "evaluate's metrics"),
+        registration=("reports/registration.json", "register's record"),
+    )
     from aepipe.pipeline_cli import add_pipeline_commands
 
     add_pipeline_commands(sub)
     return parser
 
 
-def _quiet_store_setup_logs() -> None:
-    """MLflow logs alembic migrations at INFO the first time it creates a sqlite store.
+def _quiet_library_logs() -> None:
+    """MLflow logs at INFO what a command-line user has no use for: the alembic migrations of a
+    new sqlite store (on a clean clone, ahead of a real error line), "Validating input example
+    against model signature" for each logged model. The stages print what they did themselves.
 
-    On a clean clone that is the first thing every stage prints, ahead of a real error line;
-    keep it at WARNING so a failing stage's stderr starts with its error.
+    ``MLFLOW_LOGGING_LEVEL`` (read when mlflow is first imported, which is later) keeps MLflow's
+    warnings and errors; a user who sets it keeps their own level.
     """
     import logging
+    import os
 
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_store_setup_logs()
+    _quiet_library_logs()
     try:
         from aepipe.config import load_params
 

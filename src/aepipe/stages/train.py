@@ -112,6 +112,7 @@ def run(
     return {
         **metrics,
         **info,
+        "head": name,
         "n_classes": len(ds.classes),
         "class_counts": np.bincount(y_train[picked]).tolist(),
         "resumed_from_epoch": ckpt.resumed_from,

@@ -74,13 +74,16 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def _limit_http_retries() -> None:
+def _mlflow_env_defaults() -> None:
+    """MLflow settings for a command-line tool; each stays the user's to override in the env."""
     # MLflow's defaults retry an unreachable server for minutes; fail within seconds instead.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    # MLflow prints "View run ... at URL" on stdout when a run ends; the CLI's stdout is its JSON
+    # MLflow prints "View run ... at URL" on stdout when a run ends; the CLI's stdout is its own
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # ... and a "Downloading artifacts" bar for every few-kB download (even when not at a terminal)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
@@ -105,7 +108,7 @@ def client(existing_store: bool = False) -> Any:
 
     if existing_store:
         require_store()
-    _limit_http_retries()
+    _mlflow_env_defaults()
     uri = tracking_uri()
     check_server(uri)
     mlflow.set_tracking_uri(uri)

@@ -1,12 +1,13 @@
 """MLflow models-from-code entry: the encoder alone, for training new heads on a promoted encoder.
 
 Input: uint8 images N×C×H×W. Output: the feature matrix heads consume (N × feature_dim).
-Weights are read with ``torch.load(weights_only=True)``.
+Weights are read with ``torch.load(weights_only=True)``. ``predict`` is typed (``np.ndarray``
+in and out); the logged signature (a uint8 TensorSpec) is the contract MLflow enforces on input.
 """
 
 from __future__ import annotations
 
-import warnings
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -22,7 +23,9 @@ class EncoderModel(PythonModel):
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.autoencoder = load_autoencoder(context.artifacts["autoencoder"], self.device)
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         import torch
 
         from aepipe.models.pair import to_unit_float
@@ -32,6 +35,4 @@ class EncoderModel(PythonModel):
             return self.autoencoder.features(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
 
 
-# predict() has no type hints on purpose (the signature is the contract); silence MLflow's nudge.
-warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 mlflow.models.set_model(EncoderModel())

@@ -5,11 +5,13 @@ state_dicts read with ``torch.load(weights_only=True)`` — nothing is unpickled
 
 Input: uint8 images N×C×H×W (0-255), the signature's contract. Output: one row per image with
 ``class`` (name), ``class_index`` and ``probabilities`` (one per class, in class order).
+``predict`` is typed (``np.ndarray`` in, ``pd.DataFrame`` out); MLflow infers no schema from an
+ndarray hint, so the logged signature (a uint8 TensorSpec) is the contract it enforces on input.
 """
 
 from __future__ import annotations
 
-import warnings
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -28,7 +30,9 @@ class EncoderClassifierModel(PythonModel):
         self.pair, spec = load_pair(context.artifacts["autoencoder"], context.artifacts["classifier"], device)
         self.classes = [str(c) for c in spec["classes"]]
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         proba = self.pair.predict_proba(np.asarray(model_input))
         index = proba.argmax(1)
         return pd.DataFrame(
@@ -40,6 +44,4 @@ class EncoderClassifierModel(PythonModel):
         )
 
 
-# predict() has no type hints on purpose (the signature is the contract); silence MLflow's nudge.
-warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 mlflow.models.set_model(EncoderClassifierModel())

@@ -19,7 +19,6 @@ import json
 import math
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -167,23 +166,20 @@ def _log_pyfunc(
     import mlflow
     from mlflow.models import Model
 
-    with warnings.catch_warnings():
-        # predict() has no type hints on purpose: the signature is the contract.
-        warnings.filterwarnings("ignore", message=".*type hint.*", category=UserWarning)
-        info = Model.log(
-            artifact_path=None,
-            name=name,
-            flavor=mlflow.pyfunc,
-            flavor_name="pyfunc.ModelFromCode",
-            run_id=run_id,
-            python_model=str(code),
-            code_paths=[str(Path(aepipe.__file__).parent)],
-            artifacts=artifacts,
-            signature=signature,
-            input_example=example,
-            pip_requirements=pip_requirements(),
-            tags=tags,
-        )
+    info = Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=mlflow.pyfunc,
+        flavor_name="pyfunc.ModelFromCode",
+        run_id=run_id,
+        python_model=str(code),
+        code_paths=[str(Path(aepipe.__file__).parent)],
+        artifacts=artifacts,
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        tags=tags,
+    )
     return info.model_id
 
 

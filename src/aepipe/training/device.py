@@ -178,6 +178,10 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# A bar appears only for work still running after this many seconds: long work, not every blink.
+PROGRESS_DELAY_S = 2.0
+
+
 def progress_enabled() -> bool:
     """Bars only for a person at a terminal: off under CI, off when stderr is not a TTY."""
     flag = os.environ.get("AEPIPE_PROGRESS")

@@ -16,7 +16,13 @@ from tqdm.auto import tqdm
 
 from aepipe.data.blockio import NpyRows, NpyWriter, rows_per_block
 from aepipe.models.base import AutoEncoder
-from aepipe.training.device import autocast, configure_backends, progress_enabled, wants_channels_last
+from aepipe.training.device import (
+    PROGRESS_DELAY_S,
+    autocast,
+    configure_backends,
+    progress_enabled,
+    wants_channels_last,
+)
 
 
 def as_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -73,6 +79,7 @@ def extract_features(
             desc=desc,
             unit="batch",
             disable=not progress_enabled(),
+            delay=PROGRESS_DELAY_S,
         )
     ]
     if not out:
@@ -98,6 +105,7 @@ def extract_to_npy(
             desc=desc,
             unit="batch",
             disable=not progress_enabled(),
+            delay=PROGRESS_DELAY_S,
         ):
             feats = _encode(model, xb, device, channels_last)
             if writer is None:

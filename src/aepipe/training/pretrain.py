@@ -31,6 +31,7 @@ from aepipe.models.base import AutoEncoder
 from aepipe.training.batches import Rows, Source, choose_mode, make_source
 from aepipe.training.checkpoint import Checkpointer, capture_rng, cpu_state, restore_rng
 from aepipe.training.device import (
+    PROGRESS_DELAY_S,
     autocast,
     configure_backends,
     progress_enabled,
@@ -170,6 +171,7 @@ def _pretrain(
         desc="pretrain",
         unit="epoch",
         disable=not progress_enabled() or not dist.is_main,
+        delay=PROGRESS_DELAY_S,
     )
     with signals.deferred():  # SIGTERM stops the loop between two steps, never inside one
         for epoch in bar:
