@@ -177,7 +177,7 @@ def effective_params(params: Params) -> dict[str, Any]:
     """
     from aepipe.options import HEAD_NAMES, VARIANT_OPTIONS
 
-    variant, head = params.model.name, params.classifier.head
+    variant, head = params.model.name, params.classifier.resolved_head
     out = {}
     for key, value in params.flat().items():
         parts = key.split(".")
