@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 from aepipe.models.base import AutoEncoder, ModelSpec
 from aepipe.models.conv import ConvAutoEncoder, ConvOptions
-from aepipe.models.dense import DenseAutoEncoder, DenseOptions
 from aepipe.models.denoising import DenoisingAutoEncoder, DenoisingOptions
+from aepipe.models.dense import DenseAutoEncoder, DenseOptions
 from aepipe.models.mae import MAEOptions, MaskedAutoEncoder
 from aepipe.models.sparse import SparseAutoEncoder, SparseOptions
 from aepipe.models.vae import VAEOptions, VariationalAutoEncoder

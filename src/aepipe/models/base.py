@@ -37,7 +37,7 @@ class ModelSpec:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelSpec":
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
         return cls(
             name=str(data["name"]),
             input_shape=tuple(int(v) for v in data["input_shape"]),  # type: ignore[arg-type]
@@ -67,6 +67,8 @@ class AutoEncoder(nn.Module):
 
     uses_labels: bool = False
     labelled_per_batch: int = 0
+    pixel_mean: torch.Tensor  # buffers, registered in __init__
+    pixel_std: torch.Tensor
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
