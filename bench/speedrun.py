@@ -513,7 +513,7 @@ def compile_effect(ratios: dict[str, tuple[float, ...]], epoch_seconds: Any, dev
     try:
         compiled = epoch_seconds(epochs=3, compile=True)
         eager = epoch_seconds(epochs=3)
-    except Exception as exc:  # noqa: BLE001 - a missing compiler toolchain is reported, not fatal
+    except Exception as exc:  # a missing compiler toolchain is reported, not fatal
         print(f"  torch.compile failed on {device.type}: {exc.__class__.__name__}: {str(exc)[:200]}")
         return
     ratios["compile (steady)"] = tuple(

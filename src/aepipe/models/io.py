@@ -75,7 +75,7 @@ def _read(directory: str | Path, what: str) -> tuple[dict[str, Any], dict[str, t
         )
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises several types for corrupt/unsafe files
+    except Exception as exc:  # torch raises several types for corrupt/unsafe files
         import pickle
 
         first = (

@@ -296,7 +296,7 @@ def _end_quietly(mlflow_client: Any, run_id: str, status: str, error: BaseExcept
     """
     try:
         mlflow_client.set_terminated(run_id, status)
-    except Exception as exc:  # noqa: BLE001 - any failure here is secondary to ``error``
+    except Exception as exc:  # any failure here is secondary to ``error``
         error.add_note(
             f"(MLflow: the stage run {run_id} could not be marked {status}: {exc.__class__.__name__}; "
             "it is closed as KILLED when this execution runs again)"

@@ -108,7 +108,7 @@ class Checkpointer:
             return None
         try:
             state: dict[str, Any] = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises several types for corrupt files
+        except Exception as exc:  # torch raises several types for corrupt files
             raise ModelError(
                 f"{self.path}: checkpoint cannot be loaded ({exc.__class__.__name__}: {exc}); delete it to "
                 "start afresh"
