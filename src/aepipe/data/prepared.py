@@ -180,8 +180,7 @@ def load_prepared(directory: str | Path, mmap: bool = False) -> PreparedDataset:
     except (ValueError, OSError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
         raise DataError(
             f"{directory}: prepared dataset is unreadable ({exc.__class__.__name__}: "
-            f"{' '.join(str(exc).split())[:160]}); "
-            "re-run `aepipe prepare` (or `dvc checkout prepare`)"
+            f"{' '.join(str(exc).split())[:160]}); re-run `aepipe prepare` (or `dvc checkout prepare`)"
         ) from None
     if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
         raise DataError(

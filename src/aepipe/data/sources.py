@@ -109,8 +109,7 @@ def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
     else:
         raise DataError(
             f"{path}: missing keys; found {sorted(keys) or 'none'}, need x_train + y_train (+ x_test + "
-            "y_test) "
-            "in the Keras layout, or x + y"
+            "y_test) in the Keras layout, or x + y"
         )
 
     all_labels = y if y_test is None else np.concatenate([y, y_test])
@@ -503,8 +502,8 @@ def _read_images(files: list[Path], cfg: DataConfig) -> np.ndarray:
         )
         raise DataError(
             f"images of different sizes ({f1} is {a1.shape[1]}×{a1.shape[0]}, {f2} is "
-            f"{a2.shape[1]}×{a2.shape[0]}); "
-            "set data.image_size: [height, width] in params.yaml to resize them"
+            f"{a2.shape[1]}×{a2.shape[0]}); set data.image_size: [height, width] in params.yaml to resize "
+            "them"
         )
     out = []
     for _, a in decoded:

@@ -17,8 +17,7 @@ def stratified_split(
     except ValueError as exc:
         raise DataError(
             f"cannot split {len(indices)} images of {len(np.unique(labels))} classes with fraction "
-            f"{fraction} "
-            f"({exc}); raise data.val_fraction / data.test_fraction in params.yaml or add images"
+            f"{fraction} ({exc}); raise data.val_fraction / data.test_fraction in params.yaml or add images"
         ) from None
     return np.sort(kept), np.sort(held)
 

@@ -240,8 +240,7 @@ def run_gate(
     elif value == champ_value:
         verdict = (
             f"tie: both reach {metric} {value:.4f}, so the champion stays (a challenger must be better by "
-            "more "
-            f"than the margin, and significantly: p <= {alpha})"
+            f"more than the margin, and significantly: p <= {alpha})"
         )
     elif value <= champ_value + margin:
         verdict = "not better than the champion by the margin"

@@ -97,8 +97,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     except requests.RequestException as exc:
         raise TrackingError(
             f"MLflow tracking server {uri} is unreachable ({exc.__class__.__name__}); start it (`make ui`) "
-            "or fix "
-            "MLFLOW_TRACKING_URI (unset it to use the local sqlite:///mlflow.db)."
+            "or fix MLFLOW_TRACKING_URI (unset it to use the local sqlite:///mlflow.db)."
         ) from None
 
 
@@ -163,10 +162,9 @@ def check_artifact_credentials(mlflow_client: MlflowClient, exp_id: str) -> None
 
     if boto3.session.Session().get_credentials() is None:
         raise TrackingError(
-            f"MLflow artifacts of this experiment go to {location} but no S3 credentials were found; "
-            "export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and MLFLOW_S3_ENDPOINT_URL for a non-AWS "
-            "endpoint), "
-            "or run the MLflow server with --artifacts-destination so only the server needs them"
+            f"MLflow artifacts of this experiment go to {location} but no S3 credentials were found; export "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and MLFLOW_S3_ENDPOINT_URL for a non-AWS "
+            "endpoint), or run the MLflow server with --artifacts-destination so only the server needs them"
         )
 
 

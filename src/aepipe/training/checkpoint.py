@@ -124,8 +124,7 @@ class Checkpointer:
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise ModelError(
                 f"{self.path}: checkpoint does not fit this run ({exc.__class__.__name__}: "
-                f"{str(exc)[:300]}); "
-                f"was it written by other code? delete {self.directory} to start afresh"
+                f"{str(exc)[:300]}); was it written by other code? delete {self.directory} to start afresh"
             ) from None
 
     def save(self, state: dict[str, Any]) -> None:
