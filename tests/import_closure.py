@@ -1,10 +1,10 @@
 """Static import closure of a module inside the ``aepipe`` package (for the dvc.yaml deps test).
 
 Every ``import``/``from ... import`` anywhere in a module counts, lazy imports inside functions
-included (``if TYPE_CHECKING:`` blocks excluded: they never run). Importing ``aepipe.a.b`` also runs ``aepipe/__init__.py`` and ``aepipe/a/__init__.py``,
-so those count too. Over-approximate on purpose: a branch not taken today (another
-``classifier.head``) is still code the stage may run after a params change, which DVC would not
-notice if the file were missing from its deps.
+included (``if TYPE_CHECKING:`` blocks excluded: they never run). Importing ``aepipe.a.b`` also
+runs ``aepipe/__init__.py`` and ``aepipe/a/__init__.py``, so those count too. Over-approximate on
+purpose: a branch not taken today (another ``classifier.head``) is still code the stage may run
+after a params change, which DVC would not notice if the file were missing from its deps.
 
 The package has one dynamic import that reaches stage code: the head registry
 (``aepipe.models.heads.HEADS``) names each trainer as ``"module:function"`` and imports it in
@@ -17,6 +17,7 @@ registry names. (Naming them counts for nothing: config.py imports the registry 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -49,9 +50,12 @@ def dynamic_imports(src: Path = SRC) -> set[str]:
     found = set()
     for path in sorted((src / "aepipe").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                if node.func.attr == "import_module":
-                    found.add(str(path.relative_to(src.parent)))
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "import_module"
+            ):
+                found.add(str(path.relative_to(src.parent)))
     return found
 
 
@@ -63,7 +67,8 @@ def _is_type_checking(node: ast.AST) -> bool:
     )
 
 
-def _walk(tree: ast.AST):  # noqa: ANN202 - ast.walk without `if TYPE_CHECKING:` bodies (never run)
+def _walk(tree: ast.AST) -> Iterator[ast.AST]:
+    """ast.walk without the bodies of `if TYPE_CHECKING:` (never run)."""
     todo = [tree]
     while todo:
         node = todo.pop()

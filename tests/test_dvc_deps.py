@@ -20,7 +20,9 @@ SHIPS_PACKAGE = {"register"}
 KNOWN_DYNAMIC = {
     "src/aepipe/stages/runner.py": "imports aepipe.stages.<stage>: the root of each closure",
     "src/aepipe/models/heads.py": "Head.fit_fn(): covered, a caller of .fit_fn( imports every trainer",
-    "src/aepipe/pipeline_cli.py": "imports the repo's pipelines/ package for `aepipe pipeline`, never a stage",
+    "src/aepipe/pipeline_cli.py": (
+        "imports the repo's pipelines/ package for `aepipe pipeline`, never a stage"
+    ),
 }
 
 

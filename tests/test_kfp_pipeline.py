@@ -246,7 +246,7 @@ class StatusServer:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.requests += 1
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
