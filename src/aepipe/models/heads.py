@@ -19,11 +19,15 @@ from torch import nn
 
 if TYPE_CHECKING:
     from aepipe.config import ClassifierConfig
+    from aepipe.models.base import AutoEncoder
     from aepipe.training.checkpoint import Checkpointer
 
 
 class Standardized(nn.Module):
     """Holds the feature mean/scale of the training split and applies them."""
+
+    feat_mean: torch.Tensor  # buffers, registered in __init__
+    feat_scale: torch.Tensor
 
     def __init__(self, in_dim: int) -> None:
         super().__init__()
@@ -52,7 +56,8 @@ class LinearClassifier(Standardized):
         self.linear = nn.Linear(in_dim, n_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.standardize(features))
+        logits: torch.Tensor = self.linear(self.standardize(features))
+        return logits
 
 
 class MLPClassifier(Standardized):
@@ -75,14 +80,15 @@ class MLPClassifier(Standardized):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.standardize(features))
+        logits: torch.Tensor = self.mlp(self.standardize(features))
+        return logits
 
 
 @dataclass
 class HeadData:
     """What a head trainer gets from the train stage. Heads on frozen features use the features;
-    ``finetune`` and ``semisup`` also read the images (``data_dir``, rows ``picked`` of the train split) and the
-    pretrained autoencoder (``model_dir``)."""
+    ``finetune`` and ``semisup`` also read the images (``data_dir``, rows ``picked`` of the train
+    split) and the pretrained autoencoder (``model_dir``)."""
 
     f_train: np.ndarray
     y_train: np.ndarray
@@ -109,7 +115,7 @@ class FitResult:
     curve: list[dict[str, float]]
     info: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
-    autoencoder: nn.Module | None = None
+    autoencoder: AutoEncoder | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,8 @@ class Head:
 
     def fit_fn(self) -> Callable[[HeadData], FitResult]:
         mod, _, fn = self.trainer.partition(":")
-        return getattr(importlib.import_module(mod), fn)
+        trainer: Callable[[HeadData], FitResult] = getattr(importlib.import_module(mod), fn)
+        return trainer
 
 
 HEADS: dict[str, Head] = {

@@ -51,10 +51,13 @@ def run_stage(stage: str, params: Params, **paths: str | Path) -> dict[str, Any]
     dist = DistEnv.from_env()
     if dist.enabled and stage != "pretrain":
         raise AepipeError(
-            f"`aepipe {stage}` does not run under torchrun (WORLD_SIZE={dist.world}); only pretrain is data-parallel"
+            f"`aepipe {stage}` does not run under torchrun (WORLD_SIZE={dist.world}); "
+            "only pretrain is data-parallel"
         )
+    result: dict[str, Any]
     if not dist.is_main:
-        return module.run(params, **paths)
+        result = module.run(params, **paths)
+        return result
     with stage_run(stage, params, _data_hash(paths.get("data_dir"))) as tracker:
         if stage == "register":
             result = module.run(params, **paths, run_id=tracker.run_id)

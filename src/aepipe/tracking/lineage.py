@@ -283,7 +283,7 @@ def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Itera
     except Exception as exc:  # MlflowException, requests errors, sqlite errors
         raise TrackingError(f"MLflow at {tracking_uri()} refused to start the {stage} run: {exc}") from exc
     tracker = MlflowTracker(mlflow_client, run.info.run_id)
-    tracker.parent_run_id = parent  # type: ignore[attr-defined]
+    tracker.parent_run_id = parent
     tracker.experiment_id = exp_id  # type: ignore[attr-defined]
     try:
         with signals.sigterm_raises():

@@ -42,6 +42,8 @@ class NullTracker:
 class MlflowTracker:
     """Logs to one MLflow run through the client (no global active-run state)."""
 
+    parent_run_id: str  # the execution's parent run, set on stage runs by lineage.stage_run
+
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
