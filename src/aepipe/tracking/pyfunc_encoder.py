@@ -14,7 +14,7 @@ from mlflow.pyfunc import PythonModel
 
 
 class EncoderModel(PythonModel):
-    def load_context(self, context):  # noqa: ANN001 - MLflow inspects type hints; keep none
+    def load_context(self, context):  # MLflow inspects type hints; keep none
         import torch
 
         from aepipe.models.io import load_autoencoder
@@ -22,7 +22,7 @@ class EncoderModel(PythonModel):
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.autoencoder = load_autoencoder(context.artifacts["autoencoder"], self.device)
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input, params=None):  # untyped on purpose: see the end
         import torch
 
         from aepipe.models.pair import to_unit_float

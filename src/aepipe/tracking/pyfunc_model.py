@@ -18,7 +18,7 @@ from mlflow.pyfunc import PythonModel
 
 
 class EncoderClassifierModel(PythonModel):
-    def load_context(self, context):  # noqa: ANN001 - MLflow inspects type hints; keep none
+    def load_context(self, context):  # MLflow inspects type hints; keep none
         import torch
 
         from aepipe.models.io import load_pair
@@ -28,7 +28,7 @@ class EncoderClassifierModel(PythonModel):
         self.pair, spec = load_pair(context.artifacts["autoencoder"], context.artifacts["classifier"], device)
         self.classes = [str(c) for c in spec["classes"]]
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input, params=None):  # untyped on purpose: see the end
         proba = self.pair.predict_proba(np.asarray(model_input))
         index = proba.argmax(1)
         return pd.DataFrame(
