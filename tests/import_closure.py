@@ -74,7 +74,7 @@ def _walk(tree: ast.AST) -> Iterator[ast.AST]:
         node = todo.pop()
         yield node
         if _is_type_checking(node):
-            todo += node.orelse  # type: ignore[attr-defined]
+            todo += node.orelse  # type: ignore[attr-defined]  # an ast.If (_is_type_checking checked it)
         else:
             todo += ast.iter_child_nodes(node)
 
@@ -120,4 +120,5 @@ def closure(root: str, src: Path = SRC) -> set[Path]:
         if name not in seen:
             seen.add(name)
             todo += direct_imports(name, src)
+    # every module in seen was found on disk by direct_imports, so module_file is not None
     return {module_file(m, src).relative_to(src.parent) for m in seen}  # type: ignore[union-attr]

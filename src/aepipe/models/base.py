@@ -40,6 +40,7 @@ class ModelSpec:
     def from_json(cls, data: dict[str, Any]) -> ModelSpec:
         return cls(
             name=str(data["name"]),
+            # (C, H, W) as to_json wrote it; a spec.json of another length fails where the shape is used
             input_shape=tuple(int(v) for v in data["input_shape"]),  # type: ignore[arg-type]
             latent_dim=int(data["latent_dim"]),
             width=int(data["width"]),

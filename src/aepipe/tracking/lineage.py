@@ -284,7 +284,7 @@ def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Itera
         raise TrackingError(f"MLflow at {tracking_uri()} refused to start the {stage} run: {exc}") from exc
     tracker = MlflowTracker(mlflow_client, run.info.run_id)
     tracker.parent_run_id = parent
-    tracker.experiment_id = exp_id  # type: ignore[attr-defined]
+    tracker.experiment_id = exp_id
     try:
         with signals.sigterm_raises():
             yield tracker

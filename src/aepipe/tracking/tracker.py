@@ -42,7 +42,9 @@ class NullTracker:
 class MlflowTracker:
     """Logs to one MLflow run through the client (no global active-run state)."""
 
-    parent_run_id: str  # the execution's parent run, set on stage runs by lineage.stage_run
+    # set on stage runs by lineage.stage_run: the execution's parent run and its experiment
+    parent_run_id: str
+    experiment_id: str
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
