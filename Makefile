@@ -50,9 +50,12 @@ run: $(VENV)/.installed
 test: lint
 	$(BIN)/python -m pytest
 
-# Formatting is checked, never applied, in CI: run `ruff format .` before committing.
+# Formatting is checked, never applied, in CI: run `ruff format .` before committing. Then the
+# linter (rules in pyproject [tool.ruff.lint]) and mypy --strict on src/aepipe ([tool.mypy]).
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check --quiet .
+	$(BIN)/ruff check --quiet .
+	$(BIN)/python -m mypy
 
 ui: $(VENV)/.installed
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \

@@ -1,10 +1,14 @@
-"""What the Kubeflow path costs: `dvc repro` vs `aepipe pipeline local` on the same params, plus the compiled YAML.
+"""What the Kubeflow path costs: `dvc repro` vs `aepipe pipeline local` on the same params, plus
+the compiled YAML.
 
 Both run as fresh processes in a copy of this working tree (tracked and untracked files that git
 does not ignore, committed in a fresh repository), against one pre-initialised sqlite MLflow
 store, so neither pays the store's creation. Prints one JSON object, then the last line
 
-    RESULT dvc_repro_s=... kfp_local_s=... overhead_s=... kfp_over_dvc=... yaml_bytes=... dvc_test_accuracy=... kfp_test_accuracy=...
+    RESULT dvc_repro_s=... kfp_local_s=... overhead_s=... kfp_over_dvc=... yaml_bytes=...
+           dvc_test_accuracy=... kfp_test_accuracy=...
+
+(one line; wrapped here)
 
     PYTHONPATH=src:. python bench/kfp_overhead.py                     # params.yaml as it is
     PYTHONPATH=src:. python bench/kfp_overhead.py -p pretrain.epochs=3 -p model.width=16
@@ -25,8 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from aepipe.config import load_params
-from aepipe.config import apply_overrides
+from aepipe.config import apply_overrides, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--columns",
         default=",".join(COLUMNS),
-        help=f"comma-separated columns to run (default: all of {', '.join(COLUMNS)}; also {', '.join(OPTIONAL_COLUMNS)})",
+        help=f"comma-separated columns to run (default: all of {', '.join(COLUMNS)}; also "
+        f"{', '.join(OPTIONAL_COLUMNS)})",
     )
     p.add_argument(
         "--seeds", type=int, default=3, help="seeds of the labelled subset per 100/1000-label cell (0..N-1)"
@@ -242,7 +243,8 @@ class Bench:
                 )
                 if "test" in out and abs(out["test"] - metrics["test_accuracy"]) > 1e-3:
                     raise RuntimeError(
-                        f"{work}: evaluate ({metrics['test_accuracy']}) and the features ({out['test']}) disagree"
+                        f"{work}: evaluate ({metrics['test_accuracy']}) and the features ({out['test']}) "
+                        "disagree"
                     )
                 out |= {"test": metrics["test_accuracy"], "recon_mse": metrics["test_recon_mse"]}
                 out["confusions"] = top_confusions(work / "plots" / "confusion.csv")
@@ -395,10 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     base = with_overrides(base, {**overrides, "data.source": f"npz:{source}"}, args.set)
 
-    data_dir = (
-        out
-        / f"prepared-{hashlib.sha256(json.dumps(base.data.model_dump(mode='json')).encode()).hexdigest()[:12]}"
-    )
+    data_key = hashlib.sha256(json.dumps(base.data.model_dump(mode="json")).encode()).hexdigest()[:12]
+    data_dir = out / f"prepared-{data_key}"
     if not (data_dir / "meta.json").is_file():
         prepare.run(base, data_dir)
     bench = Bench(base, out, data_dir)
@@ -533,12 +533,14 @@ def print_table(
             for i, cell in enumerate(cells if isinstance(cells, list) else [cells]):
                 b = cell.get("best_row", {})
                 print(
-                    f"  {row['name']} / {TITLES[col.split(':')[0]]} semisup, seed {i}: test {fmt(cell['test'])}, "
-                    f"{cell['cell_seconds']:.0f} s wall, {cell.get('cell_cpu_seconds', float('nan')):.0f} s CPU, "
-                    f"best epoch {cell.get('best_epoch')}/{cell.get('epochs_run')}, pseudo-labels at best: "
-                    f"mask {b.get('mask_rate', float('nan')):.3f}, right {b.get('pseudo_label_accuracy', float('nan')):.4f}, "
-                    f"wrong ones' confidence {b.get('wrong_pseudo_label_confidence', float('nan')):.3f}; "
-                    f"top confusions (true, predicted, n) {cell.get('confusions')}"
+                    f"  {row['name']} / {TITLES[col.split(':')[0]]} semisup, seed {i}: test "
+                    f"{fmt(cell['test'])}, {cell['cell_seconds']:.0f} s wall, "
+                    f"{cell.get('cell_cpu_seconds', float('nan')):.0f} s CPU, best epoch "
+                    f"{cell.get('best_epoch')}/{cell.get('epochs_run')}, pseudo-labels at best: mask "
+                    f"{b.get('mask_rate', float('nan')):.3f}, right "
+                    f"{b.get('pseudo_label_accuracy', float('nan')):.4f}, wrong ones' confidence "
+                    f"{b.get('wrong_pseudo_label_confidence', float('nan')):.3f}; top confusions (true, "
+                    f"predicted, n) {cell.get('confusions')}"
                 )
     below = [
         f"{row['name']} {col}"

@@ -78,7 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help=f"CI check: sizes {','.join(map(str, SMOKE_SIZES))}, a tiny model ({' '.join(SMOKE_SETTINGS)}), 1 thread",
+        help=f"CI check: sizes {','.join(map(str, SMOKE_SIZES))}, a tiny model ({' '.join(SMOKE_SETTINGS)}), "
+        "1 thread",
     )
     p.add_argument(
         "--one", nargs=2, metavar=("SOURCE_DIR", "WORK_DIR"), help=argparse.SUPPRESS
@@ -221,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             + " ".join(f"{r[f'{s}_s']:>11.1f}" for s in STAGES)
             + f" {r['us_per_image']:>9.1f} {peak:>8.0f}  ("
             + " / ".join(f"{r[f'{s}_peak_rss_mb']:.0f}" for s in STAGES)
-            + f"; {r['model']} width {r['width']}, data_mode {r['data_mode']}, test accuracy {r['test_accuracy']:.3f}, "
-            f"synthesis {r['generate_s']:.1f} s{'' if r['peak_per_stage'] else '; peaks cumulative'})",
+            + f"; {r['model']} width {r['width']}, data_mode {r['data_mode']}, test accuracy "
+            f"{r['test_accuracy']:.3f}, synthesis {r['generate_s']:.1f} "
+            f"s{'' if r['peak_per_stage'] else '; peaks cumulative'})",
             flush=True,
         )
     ratio = rows[-1]["peak"] / rows[0]["peak"]

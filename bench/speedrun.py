@@ -19,11 +19,14 @@ runs, in one process tree and back to back on the same machine:
 Both score the source's own test split (MNIST: the 10,000 test images). Per stage wall seconds,
 the total and the test accuracy are printed as a table; the last line is
 
-  RESULT target=0.99 reached=<project test accuracy> seconds=<project total> seed_seconds=<textbook total> seed_acc=<textbook test accuracy>
+  RESULT target=0.99 reached=<project test accuracy> seconds=<project total>
+         seed_seconds=<textbook total> seed_acc=<textbook test accuracy>
+
+(one line; wrapped here)
 
     PYTHONPATH=src:. python bench/speedrun.py --data ../shared/data/mnist.npz --preset params-fast.yaml
-    PYTHONPATH=src:. python bench/speedrun.py --data ../shared/data/mnist.npz --device cuda   # on a GPU machine
-    PYTHONPATH=src:. python bench/speedrun.py --data tiny.npz --smoke                         # seconds: CI proves it runs
+    PYTHONPATH=src:. python bench/speedrun.py --data ../shared/data/mnist.npz --device cuda  # GPU machine
+    PYTHONPATH=src:. python bench/speedrun.py --data tiny.npz --smoke  # seconds: CI proves it runs
 
 --profile adds a torch.profiler table of a few pretraining steps (the project's loop, in this
 process, on the chosen device): where the time goes when a target is missed.
@@ -72,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for every process (OMP_NUM_THREADS and pretrain.threads); default: each picks its own",
+        help="CPU threads for every process (OMP_NUM_THREADS and pretrain.threads); default: each picks its "
+        "own",
     )
     p.add_argument(
         "--seed-epochs", type=int, default=None, help="textbook autoencoder epochs (default: pretrain.epochs)"
@@ -87,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="N",
-        help="first measure each fast path (channels_last, bf16, threads, batch, compile) on N training images",
+        help="first measure each fast path (channels_last, bf16, threads, batch, compile) on N training "
+        "images",
     )
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of --settings (default 3)")
     p.add_argument(
@@ -441,7 +446,10 @@ def measure_settings(
             flush=True,
         )
     ratios = {
-        k: tuple(statistics.median(p[i] / v[i] for p, v in zip(samples["plain"], samples[k])) for i in (0, 1))
+        k: tuple(
+            statistics.median(p[i] / v[i] for p, v in zip(samples["plain"], samples[k], strict=True))
+            for i in (0, 1)
+        )
         for k in keys
     }
     ratios["extract channels_last"] = extract_effect(spec, x, device, repeats)
@@ -450,8 +458,8 @@ def measure_settings(
         auto = {"channels_last": fast.channels_last, "bf16": fast.bf16_autocast}
         compile_effect(ratios, lambda **kw: epoch_seconds(**auto, **kw), device)
     print(
-        f"\nfast paths on {device} ({len(x) - n_val} images, batch {params.pretrain.batch_size}, {threads} threads; "
-        f"x = images/s relative to plain fp32 NCHW, medians of {repeats} interleaved repeats):"
+        f"\nfast paths on {device} ({len(x) - n_val} images, batch {params.pretrain.batch_size}, {threads} "
+        f"threads; x = images/s relative to plain fp32 NCHW, medians of {repeats} interleaved repeats):"
     )
     print(f"  {'setting':22} {'by wall time':>12} {'by CPU time':>12}")
     for key, (wall, cpu) in ratios.items():
@@ -460,7 +468,8 @@ def measure_settings(
         else:
             print(f"  {key:22} {'x' + format(wall, '.2f'):>12} {'x' + format(cpu, '.2f'):>12}")
     print(
-        f"  auto on {device.type}: channels_last={fast.channels_last} bf16_autocast={fast.bf16_autocast} compile from {fast.compile_from_steps} steps"
+        f"  auto on {device.type}: channels_last={fast.channels_last} bf16_autocast={fast.bf16_autocast} "
+        f"compile from {fast.compile_from_steps} steps"
     )
     return ratios
 
@@ -490,7 +499,8 @@ def extract_effect(spec: Any, x: Any, device: Any, repeats: int) -> tuple[float,
     finally:
         dev_mod.FAST_PATHS[device.type] = fast
     return tuple(
-        statistics.median(a[i] / b[i] for a, b in zip(samples[False], samples[True])) for i in (0, 1)
+        statistics.median(a[i] / b[i] for a, b in zip(samples[False], samples[True], strict=True))
+        for i in (0, 1)
     )
 
 
@@ -502,7 +512,7 @@ def compile_effect(ratios: dict[str, tuple[float, ...]], epoch_seconds: Any, dev
     try:
         compiled = epoch_seconds(epochs=3, compile=True)
         eager = epoch_seconds(epochs=3)
-    except Exception as exc:  # noqa: BLE001 - a missing compiler toolchain is reported, not fatal
+    except Exception as exc:  # a missing compiler toolchain is reported, not fatal
         print(f"  torch.compile failed on {device.type}: {exc.__class__.__name__}: {str(exc)[:200]}")
         return
     ratios["compile (steady)"] = tuple(
@@ -561,11 +571,12 @@ def main(argv: list[str] | None = None) -> int:
             data = limited(data, limit, work / "limited.npz")
         params = build_params(args, data)
         print(
-            f"data {data}; model {params.model.name} (width {params.model.width}, depth {params.model.depth}, "
-            f"features {params.model.features}), pretrain {params.pretrain.epochs} epochs, batch "
-            f"{params.pretrain.batch_size}, head {params.classifier.head}, labels_per_class "
+            f"data {data}; model {params.model.name} (width {params.model.width}, depth "
+            f"{params.model.depth}, features {params.model.features}), pretrain {params.pretrain.epochs} "
+            f"epochs, batch {params.pretrain.batch_size}, head {params.classifier.head}, labels_per_class "
             f"{params.classifier.labels_per_class}, device {params.device}; torch {torch.__version__}, "
-            f"{os.cpu_count()} CPUs, threads {args.threads or 'default'}; load average {os.getloadavg()[0]:.2f}",
+            f"{os.cpu_count()} CPUs, threads {args.threads or 'default'}; load average "
+            f"{os.getloadavg()[0]:.2f}",
             flush=True,
         )
         if args.settings:
@@ -599,7 +610,8 @@ def speedrun(args: argparse.Namespace, params: Any, data: Path, work: Path) -> d
     verdict = "target reached" if project["accuracy"] >= args.target else "target MISSED"
     print(
         f"\nproject: {100 * project['accuracy']:.2f}% test accuracy in {total:.1f} s ({verdict}: "
-        f"{100 * args.target:.2f}%); its pretraining loop {pm['seconds']:.1f} s at {pm['images_per_second']:.0f} img/s"
+        f"{100 * args.target:.2f}%); its pretraining loop {pm['seconds']:.1f} s at "
+        f"{pm['images_per_second']:.0f} img/s"
     )
     if seed is not None:
         print(

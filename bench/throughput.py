@@ -26,7 +26,10 @@ repeats (the best is printed beside them); each ratio is the median of the ratio
 the same repeat, so load from other processes that drifts between repeats cancels out. On a quiet
 machine the two readings agree. The last line is
 
-  RESULT seed_ips=... project_ips=... floor_ips=... data_ratio=... floor_ratio=... extract_ips=... peak_rss_mb=...
+  RESULT seed_ips=... project_ips=... floor_ips=... data_ratio=... floor_ratio=... extract_ips=...
+         peak_rss_mb=...
+
+(one line; wrapped here)
 
 with data_ratio = project_data_ips / seed_data_ips and floor_ratio = project_ips / floor_ips.
 
@@ -320,17 +323,19 @@ def measure(bench: Bench, repeats: int, compile_too: bool) -> dict[str, float]:
     out = {k: statistics.median(v) for k, v in samples.items()} | {"default_channels_last": float(default_cl)}
     for key, values in samples.items():
         print(
-            f"  {dev.type:4} {key:24} median {statistics.median(values):12.0f}  best {max(values):12.0f} img/s"
+            f"  {dev.type:4} {key:24} median {statistics.median(values):12.0f}  best {max(values):12.0f} "
+            "img/s"
         )
     for name, num, den in (
         ("floor_ratio", "project_ips", "floor_ips"),
         ("data_ratio", "project_data_ips", "seed_data_ips"),
         ("layout_ratio", "project_other_layout_ips", "project_ips"),
     ):
-        ratios = [a / b for a, b in zip(samples[num], samples[den])]
+        ratios = [a / b for a, b in zip(samples[num], samples[den], strict=True)]
         out[name] = statistics.median(ratios)
         print(
-            f"  {dev.type:4} {name:24} median {out[name]:.3f} of {', '.join(f'{r:.3f}' for r in ratios)} (each {num} / {den} of one repeat)"
+            f"  {dev.type:4} {name:24} median {out[name]:.3f} of {', '.join(f'{r:.3f}' for r in ratios)} "
+            f"(each {num} / {den} of one repeat)"
         )
     if compile_too:
         try:
@@ -344,10 +349,12 @@ def report(dev: torch.device, r: dict[str, float], n: int) -> None:
     print(f"\n== {dev.type} ({n} training images, batch {BATCH}) ==")
     print(f"(a) seed-style loop       {r['seed_ips']:10.0f} img/s")
     print(
-        f"(b) project loop          {r['project_ips']:10.0f} img/s   {r['project_ips'] / r['seed_ips']:.2f}x the seed-style loop"
+        f"(b) project loop          {r['project_ips']:10.0f} img/s   {r['project_ips'] / r['seed_ips']:.2f}x "
+        "the seed-style loop"
     )
     print(
-        f"(c) compute floor         {r['floor_ips']:10.0f} img/s   floor_ratio (b)/(c) = {r['floor_ratio']:.3f}"
+        f"(c) compute floor         {r['floor_ips']:10.0f} img/s   floor_ratio (b)/(c) = "
+        f"{r['floor_ratio']:.3f}"
     )
     print(f"(d) seed data path        {r['seed_data_ips']:10.0f} img/s")
     print(
@@ -357,11 +364,13 @@ def report(dev: torch.device, r: dict[str, float], n: int) -> None:
     print(f"    extraction            {r['extract_ips']:10.0f} img/s")
     gain = r["layout_ratio"] if not r["default_channels_last"] else 1 / r["layout_ratio"]
     print(
-        f"    channels_last         x{gain:.2f} on the project loop (on vs off; default here: {'on' if r['default_channels_last'] else 'off'})"
+        f"    channels_last         x{gain:.2f} on the project loop (on vs off; default here: "
+        f"{'on' if r['default_channels_last'] else 'off'})"
     )
     if "compiled_ips" in r:
         print(
-            f"    torch.compile         x{r['compiled_ips'] / r['eager_ips']:.2f} on the project loop ({r['compiled_ips']:.0f} vs {r['eager_ips']:.0f} img/s eager, measured back to back)"
+            f"    torch.compile         x{r['compiled_ips'] / r['eager_ips']:.2f} on the project loop "
+            f"({r['compiled_ips']:.0f} vs {r['eager_ips']:.0f} img/s eager, measured back to back)"
         )
     if dev.type == "cuda":
         print(f"    one 60k-image epoch   {60000 / r['project_ips']:10.3f} s (project loop)")
@@ -380,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.devices == "cuda" or (args.devices == "auto" and torch.cuda.is_available()):
         devices.append(torch.device("cuda"))
     print(
-        f"data {args.data}: {x.shape}, model {params.model.name} width {params.model.width} depth {params.model.depth}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeats {args.repeats}"
+        f"data {args.data}: {x.shape}, model {params.model.name} width {params.model.width} depth "
+        f"{params.model.depth}, torch {torch.__version__}, {torch.get_num_threads()} threads, repeats "
+        f"{args.repeats}"
     )
     results = {}
     with tempfile.TemporaryDirectory(prefix="aepipe-throughput-") as tmp:

@@ -30,7 +30,8 @@ FINALIZE_RESOURCES = TaskResources(cpu="250m", memory="512Mi")
 
 
 def gpu_stages(params: Params) -> set[str]:
-    """Training tasks: pretrain always (unless a PyTorchJob trains it), train when the head fine-tunes the encoder."""
+    """Training tasks: pretrain always (unless a PyTorchJob trains it), train when the head
+    fine-tunes the encoder."""
     stages = set() if params.kubeflow.pytorchjob.in_pipeline else {"pretrain"}
     if params.classifier.resolved_head in FINETUNE_HEADS:
         stages.add("train")
@@ -40,7 +41,8 @@ def gpu_stages(params: Params) -> set[str]:
 def configure(
     task: Any, stage: str, kf: KubeflowConfig, image: str, gpu: bool, resources: TaskResources | None = None
 ) -> Any:
-    """Image, resources, secret env, security, /tmp, retries and (training tasks) GPU, toleration, /dev/shm."""
+    """Image, resources, secret env, security, /tmp, retries and (training tasks) GPU, toleration,
+    /dev/shm."""
     res = resources or kf.task(stage)
     task.set_display_name(stage).set_container_image(image)
     task.set_cpu_request(res.cpu).set_cpu_limit(res.cpu_limit or res.cpu)
@@ -69,7 +71,8 @@ def configure(
 
 
 def build_pipeline(params: Params, image: str) -> Any:
-    """A ``@dsl.pipeline`` whose ``params_json`` defaults to ``params``; compile it, submit it or run it locally.
+    """A ``@dsl.pipeline`` whose ``params_json`` defaults to ``params``; compile it, submit it or run
+    it locally.
 
     It has no pipeline outputs (KFP allows none from inside an exit handler): evaluate's
     ``metrics`` and register's ``registration`` artifacts hold the results.

@@ -99,13 +99,13 @@ CASES = [
     Case(
         "corrupt image file",
         lambda d: _folder_params(
-            d, {"a": _gray(3) + [("bad.png", b"\x89PNG\r\n\x1a\ngarbage")], "b": _gray(3, v=9)}
+            d, {"a": [*_gray(3), ("bad.png", b"\x89PNG\r\n\x1a\ngarbage")], "b": _gray(3, v=9)}
         ),
         ["bad.png", "cannot be decoded", "replace or remove"],
     ),
     Case(
         "non-image file in a class folder",
-        lambda d: _folder_params(d, {"a": _gray(3) + [("notes.txt", b"hello")], "b": _gray(3)}),
+        lambda d: _folder_params(d, {"a": [*_gray(3), ("notes.txt", b"hello")], "b": _gray(3)}),
         ["notes.txt", "not an image file", "remove it"],
     ),
     Case(
@@ -607,7 +607,7 @@ def run_case(case: Case, ws: Path) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def _env(values: dict[str, str | None]):  # noqa: ANN202
+def _env(values: dict[str, str | None]):
     old = {k: os.environ.get(k) for k in values}
     for k, v in values.items():
         if v is None:
@@ -625,7 +625,7 @@ def _env(values: dict[str, str | None]):  # noqa: ANN202
 
 
 @contextlib.contextmanager
-def _cwd(path: Path):  # noqa: ANN202
+def _cwd(path: Path):
     old = Path.cwd()
     os.chdir(path)
     try:

@@ -65,15 +65,15 @@ class FakeApiServer:
                 size = int(self.headers.get("Content-Length") or 0)
                 return json.loads(self.rfile.read(size) or b"{}")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 with outer.lock:
                     self._send(*outer.create(self._route(), self._body()))
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 with outer.lock:
                     self._send(*outer.get(self._route()))
 
-            def do_DELETE(self) -> None:  # noqa: N802
+            def do_DELETE(self) -> None:
                 with outer.lock:
                     self._send(*outer.delete(self._route(), self._body()))
 

@@ -9,6 +9,7 @@ the server or the network goes away mid-operation.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -62,10 +63,8 @@ class FaultProxy:
 
             def _cut(self) -> None:
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
             def _body(self) -> bytes:
                 if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():

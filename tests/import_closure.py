@@ -1,10 +1,10 @@
 """Static import closure of a module inside the ``aepipe`` package (for the dvc.yaml deps test).
 
 Every ``import``/``from ... import`` anywhere in a module counts, lazy imports inside functions
-included (``if TYPE_CHECKING:`` blocks excluded: they never run). Importing ``aepipe.a.b`` also runs ``aepipe/__init__.py`` and ``aepipe/a/__init__.py``,
-so those count too. Over-approximate on purpose: a branch not taken today (another
-``classifier.head``) is still code the stage may run after a params change, which DVC would not
-notice if the file were missing from its deps.
+included (``if TYPE_CHECKING:`` blocks excluded: they never run). Importing ``aepipe.a.b`` also
+runs ``aepipe/__init__.py`` and ``aepipe/a/__init__.py``, so those count too. Over-approximate on
+purpose: a branch not taken today (another ``classifier.head``) is still code the stage may run
+after a params change, which DVC would not notice if the file were missing from its deps.
 
 No dynamic import reaches stage code other than the stage module itself (the head trainers are
 plain imports in ``aepipe.training.trainers``); :func:`dynamic_imports` lists every
@@ -14,6 +14,7 @@ plain imports in ``aepipe.training.trainers``); :func:`dynamic_imports` lists ev
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -33,9 +34,12 @@ def dynamic_imports(src: Path = SRC) -> set[str]:
     found = set()
     for path in sorted((src / "aepipe").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                if node.func.attr == "import_module":
-                    found.add(str(path.relative_to(src.parent)))
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "import_module"
+            ):
+                found.add(str(path.relative_to(src.parent)))
     return found
 
 
@@ -47,13 +51,14 @@ def _is_type_checking(node: ast.AST) -> bool:
     )
 
 
-def _walk(tree: ast.AST):  # noqa: ANN202 - ast.walk without `if TYPE_CHECKING:` bodies (never run)
+def _walk(tree: ast.AST) -> Iterator[ast.AST]:
+    """ast.walk without the bodies of `if TYPE_CHECKING:` (never run)."""
     todo = [tree]
     while todo:
         node = todo.pop()
         yield node
         if _is_type_checking(node):
-            todo += node.orelse  # type: ignore[attr-defined]
+            todo += node.orelse  # type: ignore[attr-defined]  # an ast.If (_is_type_checking checked it)
         else:
             todo += ast.iter_child_nodes(node)
 
@@ -100,4 +105,5 @@ def closure(root: str, src: Path = SRC) -> set[Path]:
         if name not in seen:
             seen.add(name)
             todo += direct_imports(name, src)
+    # every module in seen was found on disk by direct_imports, so module_file is not None
     return {module_file(m, src).relative_to(src.parent) for m in seen}  # type: ignore[union-attr]

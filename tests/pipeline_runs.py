@@ -19,9 +19,8 @@ from typing import Any
 
 import yaml
 
-from aepipe.config import Params, load_params
+from aepipe.config import Params, apply_overrides, load_params
 from aepipe.kfp_support import default_image
-from aepipe.config import apply_overrides
 from aepipe.pipeline_cli import run_local
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import requests
 
@@ -37,7 +38,7 @@ class MlflowServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "mlflow-server.log"
 
-    def start(self, timeout: float = 90.0) -> "MlflowServer":
+    def start(self, timeout: float = 90.0) -> MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [
             str(Path(sys.executable).with_name("mlflow")),
@@ -55,9 +56,10 @@ class MlflowServer:
         ]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
         env.pop("MLFLOW_TRACKING_URI", None)
-        self.proc = subprocess.Popen(
-            cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        with open(self.log, "wb") as log:  # the server holds its own descriptor
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -86,7 +88,7 @@ class MlflowServer:
 class S3Server:
     """moto's S3-compatible endpoint on 127.0.0.1 (in a thread of the test process)."""
 
-    CREDENTIALS = {
+    CREDENTIALS: ClassVar[dict[str, str]] = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -97,14 +99,14 @@ class S3Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = None
 
-    def start(self) -> "S3Server":
+    def start(self) -> S3Server:
         from moto.server import ThreadedMotoServer
 
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port)
         self.server.start()
         return self
 
-    def client(self):  # noqa: ANN201
+    def client(self):
         import boto3
 
         return boto3.client(

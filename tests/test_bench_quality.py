@@ -84,8 +84,10 @@ def test_quality_table_has_every_row_group_and_a_result_line(tmp_path: Path) -> 
     assert re.fullmatch(MEAN_STD, cnn[5]) and re.fullmatch(MEAN_STD, cnn[8])
     assert re.search(r"conv / 100 labels semisup, seed 1: test \d+\.\d\d, \d+ s wall, \d+ s CPU", out.stdout)
     assert re.search(
-        rf"^RESULT free=conv free_linear={ACC} free_finetune={ACC} free_l10={ACC}±{ACC} free_l100={ACC}±{ACC} "
-        rf"using=vae_joint using_linear={ACC} using_finetune={ACC} using_l10={ACC}±{ACC} using_l100={ACC}±{ACC}$",
+        rf"^RESULT free=conv free_linear={ACC} free_finetune={ACC} free_l10={ACC}±{ACC} "
+        rf"free_l100={ACC}±{ACC} "
+        rf"using=vae_joint using_linear={ACC} using_finetune={ACC} using_l10={ACC}±{ACC} "
+        rf"using_l100={ACC}±{ACC}$",
         out.stdout,
         re.M,
     )

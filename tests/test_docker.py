@@ -127,7 +127,7 @@ def test_layers_are_ordered_for_cache_reuse_and_run_as_non_root() -> None:
     assert "PYTHONPATH=/app" in envs
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert (
-        ignore[[i for i, l in enumerate(ignore) if not l.startswith("#")][0]] == "*"
+        ignore[next(i for i, line in enumerate(ignore) if not line.startswith("#"))] == "*"
     )  # context: only what is re-included
     for args in copies:
         for src in args.split()[:-1]:
@@ -290,7 +290,8 @@ def test_sigterm_stops_pretraining_cleanly_and_the_rerun_resumes(engine: Any, tm
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`aepipe.stage` = 'pretrain'")
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
     print(
-        f"\nSIGTERM after epoch {state['epoch']}; checkpoint {'inside the epoch' if mid_epoch else 'at its end'}"
+        f"\nSIGTERM after epoch {state['epoch']}; checkpoint "
+        f"{'inside the epoch' if mid_epoch else 'at its end'}"
     )
 
 

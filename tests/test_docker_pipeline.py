@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -93,8 +93,8 @@ def test_the_docker_runner_refuses_an_mlflow_store_the_containers_cannot_reach(
 ) -> None:
     from mlflow import MlflowClient
 
-    from aepipe.errors import AepipeError
     from aepipe.config import apply_overrides
+    from aepipe.errors import AepipeError
 
     params = apply_overrides(pipeline_runs.params(), ["mlflow.experiment=host-path-artifacts"])
     MlflowClient().create_experiment("host-path-artifacts", artifact_location=str(tmp_path / "artifacts"))
@@ -135,7 +135,7 @@ class Image:
     """What ``docker image inspect`` says of a pushed image (an engine cannot push here: no registry)."""
 
     id = "sha256:" + "1" * 64
-    attrs = {
+    attrs: ClassVar[dict[str, list[str]]] = {
         "RepoDigests": [
             "other.example/aepipe@sha256:" + "2" * 64,
             "reg.example/team/aepipe@sha256:" + "3" * 64,

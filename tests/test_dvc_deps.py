@@ -19,7 +19,9 @@ SHIPS_PACKAGE = {"register"}
 # Every importlib.import_module call site, and why the closure can ignore or already covers it.
 KNOWN_DYNAMIC = {
     "src/aepipe/stages/runner.py": "imports aepipe.stages.<stage>: the root of each closure",
-    "src/aepipe/pipeline_cli.py": "imports the repo's pipelines/ package for `aepipe pipeline`, never a stage",
+    "src/aepipe/pipeline_cli.py": (
+        "imports the repo's pipelines/ package for `aepipe pipeline`, never a stage"
+    ),
 }
 
 

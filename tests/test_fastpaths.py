@@ -79,7 +79,7 @@ def test_threads_and_compile_params_are_validated_with_the_key() -> None:
     assert params.pretrain.threads == 3 and params.pretrain.compile == "auto"
     assert parse_params({}).pretrain.threads == "auto"
     for bad in (0, "many"):
-        with pytest.raises(ConfigError, match="pretrain.threads"):
+        with pytest.raises(ConfigError, match=r"pretrain\.threads"):
             parse_params({"pretrain": {"threads": bad}})
 
 
@@ -111,5 +111,5 @@ def test_the_cpu_fast_path_reproduces_itself_and_computes_what_the_plain_loop_co
         loss, _ = model.loss(xb, model(xb))
         loss.backward()
         grads.append([loss.detach()] + [p.grad for p in model.parameters()])
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -1,4 +1,5 @@
-"""Each KFP component through ``component.python_func``: real stages on digits, real artifacts, a real MLflow store.
+"""Each KFP component through ``component.python_func``: real stages on digits, real artifacts, a
+real MLflow store.
 
 The components are chained by hand (what kfp.local and the cluster do between tasks), so every
 component reads the artifact directories the previous one wrote. MLflow is a sqlite store in a
@@ -214,7 +215,8 @@ def test_bad_params_json_fails_with_the_key_and_before_writing(tmp_path: Path) -
     data = art(Dataset, tmp_path, "data")
     with pytest.raises(
         ConfigError,
-        match=r"params_json \(pipeline parameter\): invalid params: pretrain\.epochs: .*greater than or equal to 0",
+        match=r"params_json \(pipeline parameter\): invalid params: pretrain\.epochs: .*greater than or "
+        r"equal to 0",
     ):
         prepare.python_func(
             params_json='{"pretrain": {"epochs": -1}}',

@@ -19,10 +19,9 @@ import yaml
 from kfp import compiler
 
 from aepipe.cli import main
-from aepipe.config import load_params
+from aepipe.config import apply_overrides, load_params
 from aepipe.errors import AepipeError
 from aepipe.kfp_support import GPU_ENV, IMAGE_ENV, default_image
-from aepipe.config import apply_overrides
 from aepipe.pipeline_cli import find_repo_root
 from pipelines.aepipe_pipeline import FINALIZE_RESOURCES, build_pipeline
 from tests import pipeline_runs
@@ -247,7 +246,7 @@ class StatusServer:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.requests += 1
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

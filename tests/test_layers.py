@@ -58,7 +58,9 @@ def test_the_check_finds_a_cycle_between_subpackages(tmp_path: Path) -> None:
         {
             "laypkg/__init__.py": "",
             "laypkg/models/__init__.py": "",
-            "laypkg/models/a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from laypkg.training import b\n",
+            "laypkg/models/a.py": (
+                "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from laypkg.training import b\n"
+            ),
             "laypkg/training/__init__.py": "",
             "laypkg/training/b.py": "import laypkg.models\n",
         },

@@ -16,16 +16,17 @@ PARAMS = parse_params({"mlflow": {"experiment": "lineage-runs"}, "seed": 7})
 
 def test_stage_runs_end_with_the_status_of_what_happened(tracking_env: str) -> None:
     client = MlflowClient(tracking_env)
-    with pytest.raises(ValueError, match="the stage's own error") as caught:
-        with lineage.stage_run("train", PARAMS) as tracker:
-            failed = tracker.run_id
-            raise ValueError("the stage's own error")
+    with (
+        pytest.raises(ValueError, match="the stage's own error") as caught,
+        lineage.stage_run("train", PARAMS) as tracker,
+    ):
+        failed = tracker.run_id
+        raise ValueError("the stage's own error")
     assert caught.value.__context__ is None and not getattr(caught.value, "__notes__", None)
     assert client.get_run(failed).info.status == "FAILED"
-    with pytest.raises(KeyboardInterrupt):
-        with lineage.stage_run("train", PARAMS) as tracker:
-            killed = tracker.run_id
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), lineage.stage_run("train", PARAMS) as tracker:
+        killed = tracker.run_id
+        raise KeyboardInterrupt
     assert client.get_run(killed).info.status == "KILLED"
 
     # a process that died mid-stage left its run RUNNING: the next stage of the execution closes it

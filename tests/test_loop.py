@@ -39,8 +39,9 @@ def spec(name: str = "conv", **options: object) -> ModelSpec:
     )
 
 
-def reference_loop(model, x, xv, cfg, generator, y=None, yv=None):  # noqa: ANN001, ANN201 - the plain loop the project's must reproduce
-    """Textbook minibatch loop: one permutation per epoch, float batches, Adam + cosine schedule."""
+def reference_loop(model, x, xv, cfg, generator, y=None, yv=None):
+    """Textbook minibatch loop: one permutation per epoch, float batches, Adam + cosine schedule
+    (the plain loop the project's must reproduce)."""
     xt, xvt = torch.from_numpy(x), torch.from_numpy(xv)
     yt = torch.from_numpy(y) if y is not None else None
     yvt = torch.from_numpy(yv) if yv is not None else None
@@ -210,7 +211,7 @@ class NanAfter(torch.nn.Module):
         self.model, self.after, self.calls = model, after, 0
         real = model.loss
 
-        def loss(x, out, labels=None):  # noqa: ANN001, ANN202
+        def loss(x, out, labels=None):
             value, parts = real(x, out, labels)
             if model.training:
                 self.calls += 1
@@ -255,7 +256,7 @@ def test_resume_from_a_checkpoint_ends_exactly_where_an_uninterrupted_run_ends(t
     class Killed(Exception):
         pass
 
-    def die_after_first(log) -> None:  # noqa: ANN001
+    def die_after_first(log) -> None:
         raise Killed
 
     ckpt = Checkpointer(tmp_path / "ckpt")

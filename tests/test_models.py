@@ -15,16 +15,16 @@ from aepipe.models.pair import EncoderClassifier, to_unit_float
 
 
 def spec(name: str = "conv", shape: tuple[int, int, int] = (1, 8, 8), **kw) -> ModelSpec:
-    base = dict(
-        name=name,
-        input_shape=shape,
-        latent_dim=16,
-        width=8,
-        depth=2,
-        mean=(0.3,) * shape[0],
-        std=(0.2,) * shape[0],
-        n_classes=3,
-    )
+    base = {
+        "name": name,
+        "input_shape": shape,
+        "latent_dim": 16,
+        "width": 8,
+        "depth": 2,
+        "mean": (0.3,) * shape[0],
+        "std": (0.2,) * shape[0],
+        "n_classes": 3,
+    }
     return ModelSpec(**{**base, **kw})
 
 

@@ -109,9 +109,11 @@ def test_block_writer_and_reader_round_trip_any_range(tmp_path: Path) -> None:
 
 
 def test_a_short_write_or_truncated_file_is_caught(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="2 rows written, 3 declared"):
-        with NpyWriter(tmp_path / "x.npy", (3, 2), np.uint8) as w:
-            w.append(np.zeros((2, 2), dtype=np.uint8))
+    with (
+        pytest.raises(ValueError, match="2 rows written, 3 declared"),
+        NpyWriter(tmp_path / "x.npy", (3, 2), np.uint8) as w,
+    ):
+        w.append(np.zeros((2, 2), dtype=np.uint8))
     np.save(tmp_path / "y.npy", np.zeros((10, 4), dtype=np.uint8))
     (tmp_path / "y.npy").write_bytes((tmp_path / "y.npy").read_bytes()[:-8])
     with pytest.raises(DataError, match="truncated"):

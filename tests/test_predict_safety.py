@@ -31,7 +31,7 @@ class Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (Path.touch, (self.marker,))
 
 
@@ -84,7 +84,7 @@ def copy_model(models: dict, tmp_path: Path, which: str = "pair") -> Path:
     return dest
 
 
-def edit_mlmodel(model: Path, change) -> None:  # noqa: ANN001
+def edit_mlmodel(model: Path, change) -> None:
     spec = yaml.safe_load((model / "MLmodel").read_text())
     change(spec)
     (model / "MLmodel").write_text(yaml.safe_dump(spec))
@@ -139,7 +139,7 @@ def test_anything_else_is_refused_before_it_runs(
     if case == "pickled python_model":
         (model / "python_model.pkl").write_bytes(payload)
 
-        def change(s):  # noqa: ANN001, ANN202
+        def change(s):
             s["flavors"][pf]["python_model"] = "python_model.pkl"
             s["flavors"][pf]["loader_module"] = "mlflow.pyfunc.model"
             s["flavors"][pf].pop("model_code_path", None)

@@ -20,7 +20,7 @@ def containers(job: dict, replica: str) -> list[dict]:
     return job["spec"]["pytorchReplicaSpecs"][replica]["template"]["spec"]["containers"]
 
 
-def test_cli_writes_a_manifest_with_n_pods_of_m_gpus(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_writes_a_manifest_with_n_pods_of_m_gpus(tmp_path: Path, capsys) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("kubeflow:\n  pytorchjob: {workers: 3, gpus_per_worker: 4, namespace: team-a}\n")
     out = tmp_path / "job.yaml"

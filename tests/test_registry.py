@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -259,10 +260,8 @@ def test_cli_promote_refusal_exit_code_and_predict(
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(f"mlflow:\n  model_name: {NAME}\n  experiment: review\n")
     champion_before = None
-    try:
+    with contextlib.suppress(Exception):
         champion_before = client.get_model_version_by_alias(NAME, "champion")
-    except Exception:
-        pass
     if champion_before is None:
         assert main(["promote"]) == 0
         # right after: no challenger, and promote says what the last registration did
@@ -275,7 +274,7 @@ def test_cli_promote_refusal_exit_code_and_predict(
     shown = capsys.readouterr().out
     assert f"{NAME}: " in shown and "champion -> v" in shown and f"{NAME}-encoder: " in shown, shown
     ds = load_prepared(world["root"] / "data")
-    x, y = ds.split("test")
+    x, _ = ds.split("test")
     for i in range(3):
         Image.fromarray(x[i, 0]).save(tmp_path / f"img{i}.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
@@ -322,9 +321,8 @@ def test_served_model_answers_like_in_process(world, client) -> None:
         "1",
     ]
     log = world["root"] / "serve.log"
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+    with open(log, "wb") as out:  # the server holds its own descriptor
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -389,7 +387,7 @@ def test_new_classifier_on_a_registered_encoder(world, client, tmp_path: Path) -
     )
     assert trained["labels_used"] == 30 and trained["val_accuracy"] > 0.5
 
-    with pytest.raises(ConfigError, match="epochs: 0 needs pretrain.init_from"):
+    with pytest.raises(ConfigError, match=r"epochs: 0 needs pretrain\.init_from"):
         parse_params({"pretrain": {"epochs": 0}})
     wrong = parse_params(
         {"pretrain": {"epochs": 0, "init_from": uri}, "data": {"source": "digits"}, "model": {"depth": 1}}

@@ -95,7 +95,8 @@ def test_killed_pretraining_resumes_to_the_uninterrupted_result(digits: Path) ->
     start = time.perf_counter()
     result = json.loads(run_cli(args, killed).stdout)
     print(
-        f"resumed pretraining from epoch {result['resumed_from_epoch']} in {time.perf_counter() - start:.1f} s"
+        f"resumed pretraining from epoch {result['resumed_from_epoch']} in {time.perf_counter() - start:.1f} "
+        "s"
     )
     assert result["resumed_from_epoch"] >= 1
     expected = json.loads((straight / "pretrain.json").read_text())

@@ -148,7 +148,7 @@ def test_promotion_and_rollback_under_faults(world, proxy, tmp_path: Path) -> No
         Rule("GET", "/model-versions/get", "503", times=0),
     ):
         proxy.rules[:] = [rule]
-        with pytest.raises(TrackingError, match="MLflow registry at .* failed while"):
+        with pytest.raises(TrackingError, match=r"MLflow registry at .* failed while"):
             promote(tracking_client(), name, "test_accuracy", 0.0, experiment=EXP)
         if rule.path == "/registered-models/get":
             with pytest.raises(TrackingError, match="failed while reading registered model"):

@@ -27,7 +27,8 @@ DRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and DRIVER):
     if os.environ.get("AEPIPE_REQUIRE_BROWSER") == "1":
         pytest.fail(
-            "AEPIPE_REQUIRE_BROWSER=1 but chromium/chromedriver are missing: apt-get install -y chromium chromium-driver"
+            "AEPIPE_REQUIRE_BROWSER=1 but chromium/chromedriver are missing: apt-get install -y chromium "
+            "chromium-driver"
         )
     pytest.skip(
         "chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)",
@@ -73,7 +74,7 @@ def browser():
     driver.quit()
 
 
-def wait_for(driver, check, timeout: float = 60.0, what: str = ""):  # noqa: ANN001, ANN201
+def wait_for(driver, check, timeout: float = 60.0, what: str = ""):
     """Poll the single-page app until ``check(body_text)`` holds (it renders after the fetches)."""
     from selenium.webdriver.common.by import By
 
@@ -88,7 +89,7 @@ def wait_for(driver, check, timeout: float = 60.0, what: str = ""):  # noqa: ANN
     pytest.fail(f"the MLflow UI did not show {what} within {timeout}s; page text:\n{text[-2000:]}")
 
 
-def click_text(driver, text: str) -> None:  # noqa: ANN001
+def click_text(driver, text: str) -> None:
     from selenium.webdriver.common.by import By
 
     found = driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{text}']")
@@ -96,7 +97,7 @@ def click_text(driver, text: str) -> None:  # noqa: ANN001
     driver.execute_script("arguments[0].scrollIntoView(); arguments[0].click();", found[0])
 
 
-def shown_images(driver, min_width: int = 100) -> int:  # noqa: ANN001
+def shown_images(driver, min_width: int = 100) -> int:
     """Images the browser actually decoded (natural width), not just <img> tags."""
     from selenium.webdriver.common.by import By
 

@@ -99,7 +99,8 @@ def test_dvc_remote_and_mlflow_artifacts_round_trip_through_s3(
         dvc(repo_copy, "pull")
         assert digest(repo_copy) == before
         print(
-            f"S3 round trip: DVC {n_dvc} objects / {size_dvc} bytes; MLflow {n_mlflow} objects / {size_mlflow} bytes"
+            f"S3 round trip: DVC {n_dvc} objects / {size_dvc} bytes; MLflow {n_mlflow} objects / "
+            f"{size_mlflow} bytes"
         )
         (tmp_path / "sizes.json").write_text(
             json.dumps({"dvc": [n_dvc, size_dvc], "mlflow": [n_mlflow, size_mlflow]})

@@ -48,12 +48,12 @@ def test_ema_update_moves_parameters_by_one_minus_decay_and_copies_buffers() -> 
     student.train()(torch.randn(8, 3))  # gives the student running statistics of its own
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     ema_update(teacher, student, 0.9)
-    for (name, t), s in zip(teacher.named_parameters(), student.parameters()):
+    for (name, t), s in zip(teacher.named_parameters(), student.parameters(), strict=True):
         torch.testing.assert_close(t, 0.9 * before[name] + 0.1 * s)
-    for (name, t), s in zip(teacher.named_buffers(), student.buffers()):
+    for (name, t), s in zip(teacher.named_buffers(), student.buffers(), strict=True):
         assert torch.equal(t, s), name
     ema_update(teacher, student, 0.0)  # decay 0: the teacher is the student
-    for t, s in zip(teacher.parameters(), student.parameters()):
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         assert torch.equal(t, s)
     assert not any(p.grad is not None for p in teacher.parameters())
 
@@ -231,7 +231,8 @@ def test_dvc_repro_with_the_semisup_head_beats_the_probe_and_registers_the_pair(
     assert ran(dvc(repo_copy, "repro")) == ["train", "evaluate", "register"]
     linear = json.loads((repo_copy / "metrics/eval.json").read_text())
     print(
-        f"digits, 50 labels: semisup {semisup['test_accuracy']:.4f}, linear probe {linear['test_accuracy']:.4f}"
+        f"digits, 50 labels: semisup {semisup['test_accuracy']:.4f}, linear probe "
+        f"{linear['test_accuracy']:.4f}"
     )
     assert semisup["test_accuracy"] > linear["test_accuracy"]
     assert semisup["val_accuracy"] > linear["val_accuracy"]

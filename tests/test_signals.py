@@ -38,7 +38,7 @@ def sigterm_at_step(model: torch.nn.Module, step: int) -> None:
     """Send this process SIGTERM from inside the ``step``-th training step (its loss call)."""
     real, calls = model.loss, [0]
 
-    def loss(x, out, labels=None):  # noqa: ANN001, ANN202
+    def loss(x, out, labels=None):
         if model.training:
             calls[0] += 1
             if calls[0] == step:

@@ -89,7 +89,7 @@ def test_folder_jpeg_mixed_modes_converted_when_channels_set(tmp_path: Path) -> 
     (root / "b").mkdir()
     for i in range(3):
         Image.new("RGB", (8, 8), (200, 10, 10)).save(root / "b" / f"{i}.jpg", quality=95)
-    with pytest.raises(DataError, match="set data.channels"):
+    with pytest.raises(DataError, match=r"set data\.channels"):
         load_source(data_cfg(source=f"folder:{root}"))
     raw = load_source(data_cfg(source=f"folder:{root}", channels=1))
     assert raw.x.shape == (6, 1, 8, 8)
@@ -132,7 +132,7 @@ def test_bad_source_leaves_existing_output_untouched(tmp_path: Path) -> None:
     good = prepare.run(parse_params({}), tmp_path / "prepared")
     before = {p.name: p.read_bytes() for p in (tmp_path / "prepared").iterdir()}
     bad = parse_params({"data": {"source": f"npz:{tmp_path / 'missing.npz'}"}})
-    with pytest.raises(DataError, match="missing.npz"):
+    with pytest.raises(DataError, match=r"missing\.npz"):
         prepare.run(bad, tmp_path / "prepared")
     assert {p.name: p.read_bytes() for p in (tmp_path / "prepared").iterdir()} == before
     assert load_prepared(tmp_path / "prepared").meta["data_hash"] == good["data_hash"]
@@ -263,7 +263,7 @@ def test_content_that_vanishes_on_the_background_or_alpha_refuse_is_refused(tmp_
     )
     raw = load_source(data_cfg(source=f"folder:{root}", alpha="black"))
     assert raw.x[0, 0, 3, 3] == 255 and raw.x[0, 0, 7, 7] == 0
-    with pytest.raises(DataError, match="data.alpha is refuse; set data.alpha: white or black"):
+    with pytest.raises(DataError, match=r"data\.alpha is refuse; set data\.alpha: white or black"):
         load_source(data_cfg(source=f"folder:{root}", alpha="refuse"))
 
 

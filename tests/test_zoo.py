@@ -16,17 +16,17 @@ from aepipe.training.pretrain import pretrain
 
 
 def spec(name: str, options: dict | None = None, **kw) -> ModelSpec:
-    base = dict(
-        name=name,
-        input_shape=(1, 8, 8),
-        latent_dim=6,
-        width=4,
-        depth=2,
-        options=options or {},
-        mean=(0.3,),
-        std=(0.2,),
-        n_classes=3,
-    )
+    base = {
+        "name": name,
+        "input_shape": (1, 8, 8),
+        "latent_dim": 6,
+        "width": 4,
+        "depth": 2,
+        "options": options or {},
+        "mean": (0.3,),
+        "std": (0.2,),
+        "n_classes": 3,
+    }
     return ModelSpec(**{**base, **kw})
 
 
@@ -226,7 +226,7 @@ def test_pretrain_stage_gives_vae_joint_the_labelled_subset_train_uses(
     seen = {}
     real = stage.pretrain
 
-    def spy(model, x_train, x_val, cfg, generator, device, on_epoch=None, y_train=None, y_val=None, **loop):  # noqa: ANN001
+    def spy(model, x_train, x_val, cfg, generator, device, on_epoch=None, y_train=None, y_val=None, **loop):
         seen["y"], seen["classes"] = y_train, model.spec.n_classes
         return real(model, x_train, x_val, cfg, generator, device, on_epoch, y_train, y_val, **loop)
 

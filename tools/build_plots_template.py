@@ -65,12 +65,14 @@ def render(versions: dict[str, str], parts: dict[str, tuple[str, str]]) -> str:
         code, licence = parts[package]
         notice = licence.strip().replace("*/", "* /")
         scripts.append(
-            f"<script>/*! {package}@{version} (npm), inlined for offline use.\n{notice}\n*/\n{code}\n</script>"
+            f"<script>/*! {package}@{version} (npm), inlined for offline "
+            f"use.\n{notice}\n*/\n{code}\n</script>"
         )
     header = " ".join(f"{p}@{v}" for p, v in versions.items())
     return (
         "<!DOCTYPE html>\n"
-        f"<!-- aepipe offline plots template: {header}. Built by tools/build_plots_template.py; do not edit. -->\n"
+        f"<!-- aepipe offline plots template: {header}. Built by tools/build_plots_template.py; do not edit. "
+        "-->\n"
         '<html>\n<head>\n{refresh_tag}\n<meta charset="utf-8">\n<title>aepipe plots (DVC)</title>\n'
         + "\n".join(scripts)
         + "\n<style>table { border-spacing: 15px; }</style>\n</head>\n<body>\n{plot_divs}\n</body>\n</html>\n"
@@ -86,7 +88,8 @@ def main() -> int:
     tmp_path.write_text(text)
     tmp_path.replace(TEMPLATE)
     print(
-        f"wrote {TEMPLATE.relative_to(REPO)} ({len(text) / 1e6:.2f} MB): {', '.join(f'{p}@{v}' for p, v in versions.items())}"
+        f"wrote {TEMPLATE.relative_to(REPO)} ({len(text) / 1e6:.2f} MB): "
+        f"{', '.join(f'{p}@{v}' for p, v in versions.items())}"
     )
     return 0
 

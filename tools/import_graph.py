@@ -24,7 +24,7 @@ from collections.abc import Iterable
 CLI = ("cli", "pipeline_cli")  # the command line: nothing else may import these
 
 
-def build(package: str):  # noqa: ANN201 - grimp.ImportGraph
+def build(package: str):
     import grimp
 
     return grimp.build_graph(
@@ -38,7 +38,7 @@ def unit(package: str, module: str) -> str:
     return rest or f"({package})"
 
 
-def module_cycles(graph, modules: Iterable[str]) -> list[list[str]]:  # noqa: ANN001
+def module_cycles(graph, modules: Iterable[str]) -> list[list[str]]:
     """One shortest cycle through each direct import that closes one, deduplicated."""
     seen, cycles = set(), []
     for importer in sorted(modules):
@@ -50,7 +50,7 @@ def module_cycles(graph, modules: Iterable[str]) -> list[list[str]]:  # noqa: AN
     return cycles
 
 
-def unit_edges(package: str, graph) -> dict[str, set[str]]:  # noqa: ANN001
+def unit_edges(package: str, graph) -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {}
     for importer in graph.modules:
         a = unit(package, importer)
@@ -82,7 +82,7 @@ def unit_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
-def cli_imports(package: str, graph) -> list[str]:  # noqa: ANN001
+def cli_imports(package: str, graph) -> list[str]:
     cli = {f"{package}.{name}" for name in CLI}
     bad = []
     for target in sorted(cli & set(graph.modules)):
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         if found:
             return 1
         print(
-            f"{args.package}: no import cycle (lazy and TYPE_CHECKING imports included), no library import of the CLI"
+            f"{args.package}: no import cycle (lazy and TYPE_CHECKING imports included), "
+            "no library import of the CLI"
         )
         return 0
     print(picture(args.package))

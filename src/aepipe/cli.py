@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from aepipe.errors import AepipeError
-
 from aepipe.paths import STAGE_ARGS
 
 # The help text of each path flag of the stage commands (flags and defaults: aepipe.paths).
@@ -174,7 +173,8 @@ def status_text(report: dict[str, Any]) -> str:
         pending = "" if v["registration"] == "complete" else f" (registration {v['registration']})"
         lines.append(
             f"v{v['version']}{alias}{pending}: {v['variant']}+{v['head']} labels={v['labels_used']} "
-            f"val_accuracy={v['val_accuracy']} test_accuracy={v['test_accuracy']} run={(v['source_run'] or '')[:8]}"
+            f"val_accuracy={v['val_accuracy']} test_accuracy={v['test_accuracy']} "
+            f"run={(v['source_run'] or '')[:8]}"
         )
         if v["gate"]:
             lines.append(f"    gate: {v['gate'].get('result')}: {v['gate'].get('summary', '')}")
@@ -194,9 +194,8 @@ def cmd_predict(args: argparse.Namespace, params: Any) -> Any:
     if args.json:
         return rows
     for r in rows:
-        print(
-            f"{r['input']}\t{r['class']}\t{r['probability']:.4f}\t{' '.join(f'{p:.4f}' for p in r['probabilities'])}"
-        )
+        probabilities = " ".join(f"{p:.4f}" for p in r["probabilities"])
+        print(f"{r['input']}\t{r['class']}\t{r['probability']:.4f}\t{probabilities}")
     return None
 
 
@@ -207,7 +206,8 @@ def cmd_summary(args: argparse.Namespace, params: Any) -> None:
 
 
 def cmd_params(args: argparse.Namespace, params: Any) -> dict[str, Any]:
-    return params.flat()
+    flat: dict[str, Any] = params.flat()
+    return flat
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         required=True,
-        help="models:/NAME@ALIAS, models:/NAME/N, runs:/RUN/model, or a local directory of an aepipe pair model",
+        help="models:/NAME@ALIAS, models:/NAME/N, runs:/RUN/model, or a local directory of an aepipe pair "
+        "model",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     p.add_argument("images", nargs="+", help="image files, .npy (N×C×H×W uint8) or .npz (key x)")

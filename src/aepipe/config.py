@@ -45,7 +45,8 @@ class DataConfig(Section):
     )
     alpha: Literal["white", "black", "refuse"] = Field(
         "white",
-        description="folder images with transparency: composited over a white or black background, or refused",
+        description="folder images with transparency: composited over a white or black background, "
+        "or refused",
     )
     cache_dir: str = Field("data/raw", description="where torchvision downloads go")
 
@@ -91,14 +92,15 @@ class ModelConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check_variants(self) -> "ModelConfig":
+    def _check_variants(self) -> ModelConfig:
         allowed = ", ".join(sorted(VARIANT_OPTIONS))
         if self.name not in VARIANT_OPTIONS:
             raise ValueError(f"unknown model.name {self.name!r}; allowed: {allowed}")
         for key, value in (self.model_extra or {}).items():
             if key not in VARIANT_OPTIONS:
                 raise ValueError(
-                    f"unknown key model.{key}; allowed: name, latent_dim, width, depth, features, pool_grid, or a variant section ({allowed})"
+                    f"unknown key model.{key}; allowed: name, latent_dim, width, depth, features, pool_grid, "
+                    f"or a variant section ({allowed})"
                 )
             try:
                 VARIANT_OPTIONS[key].model_validate(value if value is not None else {})
@@ -126,13 +128,15 @@ class PretrainConfig(Section):
     )
     data_mode: Literal["auto", "memory", "stream"] = Field(
         "auto",
-        description="memory: the splits resident on the device; stream: blocks read from x.npy; auto: memory when they fit in half the free memory",
+        description="memory: the splits resident on the device; stream: blocks read from x.npy; auto: memory "
+        "when they fit in half the free memory",
     )
     stream_buffer_mb: int = Field(
         256,
         ge=8,
         le=65_536,
-        description="stream: shuffle buffer (whole blocks, shuffled within); larger = closer to a full shuffle",
+        description="stream: shuffle buffer (whole blocks, shuffled within); "
+        "larger = closer to a full shuffle",
     )
     sync_every: int = Field(
         50, ge=1, description="steps between reads of the loss on the host (divergence check window)"
@@ -161,10 +165,11 @@ class PretrainConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _epochs_need_a_start(self) -> "PretrainConfig":
+    def _epochs_need_a_start(self) -> PretrainConfig:
         if self.epochs == 0 and not self.init_from:
             raise ValueError(
-                "epochs: 0 needs pretrain.init_from (a registered encoder to use as is); otherwise set epochs >= 1"
+                "epochs: 0 needs pretrain.init_from (a registered encoder to use as is); "
+                "otherwise set epochs >= 1"
             )
         if self.init_from and not self.init_from.startswith(("models:/", "runs:/")):
             raise ValueError(f"init_from must be a models:/ or runs:/ URI (got {self.init_from!r})")
@@ -288,7 +293,8 @@ class SemisupHeadConfig(Section):
     )
     init_head: Literal["probe", "random"] = Field(
         "probe",
-        description="start the head from the linear probe on the labelled features (C by validation) or at random",
+        description="start the head from the linear probe on the labelled features (C by validation) "
+        "or at random",
     )
     augment: AugmentConfig = AugmentConfig()
 
@@ -400,7 +406,8 @@ class PyTorchJobConfig(Section):
     volume_claim: str = Field(
         "aepipe-workspace",
         min_length=1,
-        description="PVC (ReadWriteMany when workers > 1) holding the checkout: params.yaml, data/prepared, outputs, checkpoints",
+        description="PVC (ReadWriteMany when workers > 1) holding the checkout: params.yaml, data/prepared, "
+        "outputs, checkpoints",
     )
     workdir: str = Field(
         "/workspace", pattern=r"^/", description="where the PVC is mounted; the job's working directory"
@@ -411,7 +418,8 @@ class PyTorchJobConfig(Section):
     )
     in_pipeline: bool = Field(
         False,
-        description="the pipeline's pretrain task submits this PyTorchJob and waits for it, instead of training in its own pod",
+        description="the pipeline's pretrain task submits this PyTorchJob and waits for it, instead of "
+        "training in its own pod",
     )
     timeout_hours: float = Field(
         24.0, gt=0, description="in_pipeline: how long the pretrain task waits for the job before failing"
@@ -421,7 +429,8 @@ class PyTorchJobConfig(Section):
     )
     launcher: TaskResources = Field(
         TaskResources(cpu="500m", memory="1Gi"),
-        description="in_pipeline: requests of the pipeline task that submits the job and waits (it trains nothing)",
+        description="in_pipeline: requests of the pipeline task that submits the job and waits "
+        "(it trains nothing)",
     )
     ttl_seconds_after_finished: int | None = Field(
         86400,
@@ -430,7 +439,8 @@ class PyTorchJobConfig(Section):
     )
     cleanup: bool = Field(
         True,
-        description="in_pipeline: once the outputs are copied back, delete the job and <workdir>/runs/<run id>",
+        description="in_pipeline: once the outputs are copied back, delete the job and "
+        "<workdir>/runs/<run id>",
     )
 
 
@@ -589,7 +599,8 @@ def parse_params(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{source}: the top level must be a mapping of sections (data, model, ...), got {type(data).__name__}"
+            f"{source}: the top level must be a mapping of sections (data, model, ...), got "
+            f"{type(data).__name__}"
         )
     try:
         return Params.model_validate(data)
@@ -718,6 +729,7 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     if data is None:
         raise ConfigError(
             f"{path}: the file is empty (or only comments), which would silently mean every default; "
-            "write the sections you use, e.g. start from the repository's params.yaml (`git show HEAD:params.yaml`)"
+            "write the sections you use, e.g. start from the repository's params.yaml "
+            "(`git show HEAD:params.yaml`)"
         )
     return parse_params(data, str(path), lines)

@@ -149,10 +149,9 @@ def write_csv(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> N
 
     rows = iter(rows)
     first = next(rows, None)
-    with atomic_path(path, ".csv") as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(first) if first else [])
-            writer.writeheader()
-            if first is not None:
-                writer.writerow(first)
-                writer.writerows(rows)
+    with atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(first) if first else [])
+        writer.writeheader()
+        if first is not None:
+            writer.writerow(first)
+            writer.writerows(rows)

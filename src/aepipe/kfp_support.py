@@ -83,15 +83,15 @@ def check_gpu_runtime(params: Params) -> None:
         return
     if torch.version.cuda is None:
         raise ConfigError(
-            f"this task requested a GPU ({requested}) but the image's torch {torch.__version__} is a CPU-only "
-            "build without the CUDA runtime; run the CUDA image (`make image`, aepipe:<version>-cuda) or set "
-            "kubeflow.accelerator_limit: 0 to train on CPU"
+            f"this task requested a GPU ({requested}) but the image's torch {torch.__version__} is a "
+            "CPU-only build without the CUDA runtime; run the CUDA image (`make image`, "
+            "aepipe:<version>-cuda) or set kubeflow.accelerator_limit: 0 to train on CPU"
         )
     raise ConfigError(
-        f"this task requested a GPU ({requested}) and torch {torch.__version__} has CUDA {torch.version.cuda}, "
-        "but no CUDA device is visible in the container: the node's NVIDIA driver is not mounted (NVIDIA "
-        "container runtime / device plugin missing, or the GPU went to another container); fix the node, or set "
-        "kubeflow.accelerator_limit: 0 to train on CPU"
+        f"this task requested a GPU ({requested}) and torch {torch.__version__} has CUDA "
+        f"{torch.version.cuda}, but no CUDA device is visible in the container: the node's NVIDIA driver is "
+        "not mounted (NVIDIA container runtime / device plugin missing, or the GPU went to another "
+        "container); fix the node, or set kubeflow.accelerator_limit: 0 to train on CPU"
     )
 
 
@@ -121,7 +121,8 @@ def finalize_execution(params_json: str, execution_key: str, state: str, error: 
     for parent in parents:
         children = mlflow_client.search_runs(
             [exp.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'RUNNING'",
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = "
+            "'RUNNING'",
         )
         for child in children:
             mlflow_client.set_terminated(child.info.run_id, "KILLED")
@@ -131,7 +132,8 @@ def finalize_execution(params_json: str, execution_key: str, state: str, error: 
             mlflow_client.set_terminated(parent.info.run_id, "FAILED")
             changed.append((parent.info.run_id, "FAILED"))
     print(
-        f"aepipe finalize: pipeline {state} ({error or 'no message'}); MLflow runs closed: {changed or 'none'}"
+        f"aepipe finalize: pipeline {state} ({error or 'no message'}); MLflow runs closed: "
+        f"{changed or 'none'}"
     )
     return {"state": state, "changed": changed}
 
@@ -191,7 +193,8 @@ def write_report(path: str | Path, title: str, metrics: dict[str, Any], images: 
             data = base64.b64encode(image.read_bytes()).decode()
             name = html.escape(image.stem.replace("_", " "))
             figures.append(
-                f'<figure><img alt="{name}" src="data:image/png;base64,{data}"><figcaption>{name}</figcaption></figure>'
+                f'<figure><img alt="{name}" '
+                f'src="data:image/png;base64,{data}"><figcaption>{name}</figcaption></figure>'
             )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

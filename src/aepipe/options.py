@@ -30,7 +30,8 @@ class DenoisingOptions(BaseModel):
 
     noise: Literal["gaussian", "masking", "salt_pepper"] = Field(
         "gaussian",
-        description="gaussian: add N(0, level^2); masking: zero a `level` share of pixels; salt_pepper: set a `level` share to 0 or 1",
+        description="gaussian: add N(0, level^2); masking: zero a `level` share of pixels; salt_pepper: set "
+        "a `level` share to 0 or 1",
     )
     level: float = Field(
         0.3,

@@ -96,4 +96,4 @@ def command(stage: str) -> str:
 
 def default_paths(stage: str) -> dict[str, str]:
     """The stage's run() path keywords with their default values."""
-    return {kwarg: default for kwarg, default in STAGE_ARGS[stage].values()}
+    return dict(STAGE_ARGS[stage].values())

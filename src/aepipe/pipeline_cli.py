@@ -104,8 +104,8 @@ def pin_image(image: str, digest: str | None = None, engine: Any = None) -> tupl
     if digest:
         if not DIGEST.match(digest):
             raise AepipeError(
-                f"--image-digest {digest!r}: expected sha256: and 64 hex digits, e.g. the RepoDigests entry of "
-                f"`docker image inspect {image}`"
+                f"--image-digest {digest!r}: expected sha256: and 64 hex digits, e.g. the RepoDigests entry "
+                f"of `docker image inspect {image}`"
             )
         return f"{image}@{digest}", "--image-digest"
     if engine is None:
@@ -141,7 +141,8 @@ def check_host(host: str, token: str | None, timeout: float = 10.0) -> None:
 
     if not host.startswith(("http://", "https://")):
         raise ClusterError(
-            f"--host {host!r}: give the scheme too, e.g. http://localhost:8080 or https://kubeflow.example.com/pipeline"
+            f"--host {host!r}: give the scheme too, e.g. http://localhost:8080 or "
+            "https://kubeflow.example.com/pipeline"
         )
     url = host.rstrip("/") + "/apis/v2beta1/healthz"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -155,8 +156,8 @@ def check_host(host: str, token: str | None, timeout: float = 10.0) -> None:
     if resp.status_code in (401, 403) or resp.is_redirect:
         where = f", redirected to {resp.headers.get('Location')}" if resp.is_redirect else ""
         raise ClusterError(
-            f"Kubeflow Pipelines at {host} refused authentication (HTTP {resp.status_code}{where}); "
-            f"put a bearer token for it in ${TOKEN_ENV} (e.g. `kubectl create token default-editor -n <namespace>`)"
+            f"Kubeflow Pipelines at {host} refused authentication (HTTP {resp.status_code}{where}); put a "
+            f"bearer token for it in ${TOKEN_ENV} (e.g. `kubectl create token default-editor -n <namespace>`)"
         )
     if not resp.ok:
         raise ClusterError(
@@ -183,7 +184,8 @@ def submit(
         )
     except ApiException as exc:
         raise ClusterError(
-            f"Kubeflow Pipelines at {host} rejected the run (HTTP {exc.status} {exc.reason}): {str(exc.body)[:500]}"
+            f"Kubeflow Pipelines at {host} rejected the run (HTTP {exc.status} {exc.reason}): "
+            f"{str(exc.body)[:500]}"
         ) from None
     except (OSError, TimeoutError) as exc:  # urllib3 connection errors are OSErrors
         raise ClusterError(
@@ -306,9 +308,9 @@ def _docker_runner(params: Params, image: str, pipeline_root: Path) -> tuple[Any
     location = mlflow_client.get_experiment(exp_id).artifact_location or ""
     if urlparse(location).scheme in ("", "file"):
         raise AepipeError(
-            f"MLflow experiment {params.mlflow.experiment!r} keeps its artifacts at {location}, a path on this "
-            "host the containers cannot write to; run the server with --artifacts-destination DIR (artifacts "
-            "proxied over HTTP) and use an experiment created there (mlflow.experiment)"
+            f"MLflow experiment {params.mlflow.experiment!r} keeps its artifacts at {location}, a path on "
+            "this host the containers cannot write to; run the server with --artifacts-destination DIR "
+            "(artifacts proxied over HTTP) and use an experiment created there (mlflow.experiment)"
         )
     uid = params.kubeflow.run_as_user
     if os.geteuid() == 0:

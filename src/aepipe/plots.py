@@ -7,13 +7,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from aepipe.io import atomic_path  # noqa: E402
+from aepipe.io import atomic_path
 
 
-def _save(fig, path: str | Path) -> None:  # noqa: ANN001
+def _save(fig: Figure, path: str | Path) -> None:
     with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -37,7 +38,7 @@ def confusion_png(
                 ax.text(
                     j,
                     i,
-                    int(cm[i, j]),
+                    str(int(cm[i, j])),
                     ha="center",
                     va="center",
                     fontsize=7,

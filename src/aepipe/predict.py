@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,14 @@ def _fetch(uri: str, dest: str) -> Path:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dest))
     except Exception as exc:
         raise TrackingError(
-            f"cannot download model {uri!r}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc.__class__.__name__}; "
+            f"cannot download model {uri!r}: {_first_line(exc)}; "
             "check the name, version or alias with `aepipe status`"
         ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else exc.__class__.__name__
 
 
 def _inside(root: Path, rel: str, uri: str) -> Path:
@@ -70,8 +76,9 @@ def check_pair_model(model_dir: Path, uri: str) -> tuple[Path, Path]:
     mlmodel = model_dir / "MLmodel"
     if not mlmodel.is_file():
         raise ModelError(
-            f"{uri}: not an MLflow model directory (no MLmodel file); pass models:/NAME@ALIAS, runs:/RUN/model "
-            "or a directory that `register` logged (e.g. from `mlflow artifacts download -u models:/NAME/N`)"
+            f"{uri}: not an MLflow model directory (no MLmodel file); pass models:/NAME@ALIAS, "
+            "runs:/RUN/model or a directory that `register` logged (e.g. from `mlflow artifacts download -u "
+            "models:/NAME/N`)"
         )
     try:
         spec = yaml.safe_load(mlmodel.read_text())
@@ -95,14 +102,15 @@ def check_pair_model(model_dir: Path, uri: str) -> tuple[Path, Path]:
     code_file = Path(str(pf.get("model_code_path") or "")).name
     if pf.get("loader_module") != CODE_LOADER or code_file not in CODE_FILES:
         raise ModelError(
-            f"{mlmodel}: loader {pf.get('loader_module')!r} with code {code_file or 'none'!r}; an aepipe model "
-            f"is the models-from-code pyfunc ({CODE_LOADER}, {' or '.join(sorted(CODE_FILES))}); {REFUSED}"
+            f"{mlmodel}: loader {pf.get('loader_module')!r} with code {code_file or 'none'!r}; an aepipe "
+            f"model is the models-from-code pyfunc ({CODE_LOADER}, {' or '.join(sorted(CODE_FILES))}); "
+            f"{REFUSED}"
         )
     artifacts = pf.get("artifacts") or {}
     if set(artifacts) == {"autoencoder"}:
         raise ModelError(
-            f"{uri}: this is the encoder-only model (<name>-encoder: images -> features), which has no classifier; "
-            "predict with the pair, e.g. models:/aepipe-digits@champion"
+            f"{uri}: this is the encoder-only model (<name>-encoder: images -> features), which has no "
+            "classifier; predict with the pair, e.g. models:/aepipe-digits@champion"
         )
     if set(artifacts) != {"autoencoder", "classifier"}:
         raise ModelError(
@@ -122,7 +130,8 @@ def check_pair_model(model_dir: Path, uri: str) -> tuple[Path, Path]:
         for f in d.rglob("*"):
             if f.is_symlink() or (f.is_file() and f.name not in WEIGHT_FILES):
                 raise ModelError(
-                    f"{f}: an aepipe model artifact holds only spec.json and weights.pt state dicts; {REFUSED}"
+                    f"{f}: an aepipe model artifact holds only spec.json and weights.pt state dicts; "
+                    f"{REFUSED}"
                 )
         dirs.append(d)
     return dirs[0], dirs[1]
@@ -189,14 +198,15 @@ def load_images(paths: list[str], shape: tuple[int, int, int]) -> tuple[list[str
             arrays.append(x)
             continue
         try:
-            with Image.open(p) as img:
-                img = img.convert("L" if c == 1 else "RGB")
+            with Image.open(p) as opened:
+                img = opened.convert("L" if c == 1 else "RGB")
                 if img.size != (w, h):
                     img = img.resize((w, h), Image.Resampling.BILINEAR)
                 arr = np.asarray(img, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise DataError(
-                f"{p}: cannot be decoded as an image ({exc.__class__.__name__}); pass PNG/JPEG files, .npy or .npz"
+                f"{p}: cannot be decoded as an image ({exc.__class__.__name__}); pass PNG/JPEG files, .npy "
+                "or .npz"
             ) from None
         names.append(p.name)
         arrays.append((arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))[None])
@@ -205,7 +215,9 @@ def load_images(paths: list[str], shape: tuple[int, int, int]) -> tuple[list[str
     return names, np.ascontiguousarray(np.concatenate(arrays))
 
 
-def _array_images(p: Path, convert: Any, mmap: bool = False) -> np.ndarray:
+def _array_images(
+    p: Path, convert: Callable[[np.ndarray, Path, str], np.ndarray], mmap: bool = False
+) -> np.ndarray:
     """Images from .npy (the array) or .npz (key x, x_test or images); never unpickled."""
     try:
         if p.suffix.lower() == ".npy":
@@ -238,5 +250,5 @@ def predict(model_uri: str, paths: list[str]) -> list[dict[str, Any]]:
             "probability": float(max(p)),
             "probabilities": [round(float(v), 6) for v in p],
         }
-        for n, p in zip(names, proba)
+        for n, p in zip(names, proba, strict=True)
     ]

@@ -192,11 +192,15 @@ def wait_for_job(
             if kind == "Succeeded":
                 return job
             raise ModelError(
-                f"PyTorchJob {label} failed: {message or 'no message'}; see `kubectl -n {namespace} logs {name}-master-0` (checkpoints on the volume let a re-run resume)"
+                f"PyTorchJob {label} failed: {message or 'no message'}; "
+                f"see `kubectl -n {namespace} logs {name}-master-0` "
+                "(checkpoints on the volume let a re-run resume)"
             )
         if clock() >= deadline:
             raise ModelError(
-                f"PyTorchJob {label} did not finish within {timeout_s / 3600:.2f} h; raise kubeflow.pytorchjob.timeout_hours or check `kubectl -n {namespace} describe pytorchjob {name}`"
+                f"PyTorchJob {label} did not finish within {timeout_s / 3600:.2f} h; raise "
+                "kubeflow.pytorchjob.timeout_hours or check "
+                f"`kubectl -n {namespace} describe pytorchjob {name}`"
             )
         sleep(poll_s)
 
@@ -219,7 +223,8 @@ def collect_outputs(
     missing = [rel for rel in OUTPUTS.values() if not (run_dir / rel).exists()]
     if missing:
         raise ModelError(
-            f"the PyTorchJob succeeded but {run_dir} lacks {', '.join(missing)}; check that rank 0 ran `aepipe pretrain` in that folder"
+            f"the PyTorchJob succeeded but {run_dir} lacks {', '.join(missing)}; check that rank 0 ran "
+            "`aepipe pretrain` in that folder"
         )
     shutil.copytree(run_dir / AUTOENCODER, model_dir, dirs_exist_ok=True)
     shutil.copy2(run_dir / OUTPUTS["metrics"], metrics_path)
@@ -255,7 +260,10 @@ class JobLauncher:
         from kubernetes.client import ApiException
 
         try:
-            return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+            job: dict[str, Any] = self.api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, self.name
+            )
+            return job
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -280,7 +288,8 @@ class JobLauncher:
         if existing is not None:
             state = job_state(existing)
             print(
-                f"aepipe: PyTorchJob {self.label} exists ({state[0] if state else 'being deleted'}); recreating it"
+                f"aepipe: PyTorchJob {self.label} exists ({state[0] if state else 'being deleted'}); "
+                "recreating it"
             )
             self.delete()
         self.wait_gone()

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from aepipe.errors import AepipeError
-from aepipe.stages.outputs import OUTPUT_ARGS, PLOT_FILES
+from aepipe.paths import PLOT_FILES
+from aepipe.stages.outputs import OUTPUT_ARGS
 
 
 def _count(n: Any) -> str:

@@ -27,10 +27,12 @@ def rows_per_block(row_bytes: int, block_bytes: int = BLOCK_BYTES) -> int:
 
 
 def _mapping(arr: np.ndarray) -> mmap.mmap | None:
-    base = arr
-    while base is not None and not isinstance(base, mmap.mmap):
+    base: object = arr
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return base
         base = getattr(base, "base", None)
-    return base
+    return None
 
 
 def release_pages(arr: np.ndarray) -> None:
@@ -93,7 +95,8 @@ class NpyRows:
         expected = self.offset + total * self.row_bytes
         if os.path.getsize(self.path) < expected:
             raise DataError(
-                f"{self.path}: truncated ({os.path.getsize(self.path)} bytes, header says {expected}); re-run the stage that writes it"
+                f"{self.path}: truncated ({os.path.getsize(self.path)} bytes, header says {expected}); "
+                "re-run the stage that writes it"
             )
 
     def __len__(self) -> int:
@@ -112,7 +115,7 @@ class NpyRows:
         count = stop - start
         if out is None:
             out = np.empty((count, *self.row_shape), dtype=self.dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))[: count * self.row_bytes]
+        view = out.reshape(-1).view(np.uint8).data[: count * self.row_bytes]
         pos = self.offset + (self.start + start) * self.row_bytes
         with open(self.path, "rb", buffering=0) as fh:
             done = 0
@@ -139,7 +142,7 @@ class NpyWriter:
     def __init__(self, path: str | os.PathLike[str], shape: tuple[int, ...], dtype: np.dtype | type) -> None:
         self.path, self.shape, self.dtype = Path(path), tuple(int(s) for s in shape), np.dtype(dtype)
         self.written = 0
-        self.fh = open(self.path, "wb")
+        self.fh = open(self.path, "wb")  # noqa: SIM115 - owned by the writer, closed in close()/__exit__
         header = {
             "descr": np.lib.format.dtype_to_descr(self.dtype),
             "fortran_order": False,
@@ -157,7 +160,7 @@ class NpyWriter:
             raise ValueError(
                 f"{self.path}: rows of shape {rows.shape} do not fit {self.shape} after {self.written} rows"
             )
-        self.fh.write(memoryview(rows.reshape(-1).view(np.uint8)))
+        self.fh.write(rows.reshape(-1).view(np.uint8).data)
         self.written += len(rows)
 
     def close(self) -> None:
@@ -165,7 +168,7 @@ class NpyWriter:
         if self.written != self.shape[0]:
             raise ValueError(f"{self.path}: {self.written} rows written, {self.shape[0]} declared")
 
-    def __enter__(self) -> "NpyWriter":
+    def __enter__(self) -> NpyWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

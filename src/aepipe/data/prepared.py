@@ -67,7 +67,8 @@ class PreparedDataset:
         span = self.span(name)
         if span is None or self.directory is None:
             raise DataError(
-                f"{self.directory}: split {name!r} is not stored contiguously (prepared by an older aepipe); re-run `aepipe prepare`"
+                f"{self.directory}: split {name!r} is not stored contiguously (prepared by an older aepipe); "
+                "re-run `aepipe prepare`"
             )
         return NpyRows(self.directory / "x.npy", *span)
 
@@ -152,7 +153,7 @@ def write_prepared(
                 start += len(idx)
         ordered = np.concatenate([np.asarray(splits[k], dtype=np.int64) for k in SPLITS])
         np.save(tmp / "y.npy", np.asarray(y, dtype=np.int64)[ordered], allow_pickle=False)
-        np.savez(tmp / "splits.npz", **spans)
+        np.savez(tmp / "splits.npz", allow_pickle=False, **spans)
         mean, std = stats.result()
         meta = {**meta, "mean": mean, "std": std}
         h = hashlib.sha256()
@@ -178,8 +179,8 @@ def load_prepared(directory: str | Path, mmap: bool = False) -> PreparedDataset:
             splits = {k: npz[k] for k in SPLITS}
     except (ValueError, OSError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
         raise DataError(
-            f"{directory}: prepared dataset is unreadable ({exc.__class__.__name__}: {' '.join(str(exc).split())[:160]}); "
-            "re-run `aepipe prepare` (or `dvc checkout prepare`)"
+            f"{directory}: prepared dataset is unreadable ({exc.__class__.__name__}: "
+            f"{' '.join(str(exc).split())[:160]}); re-run `aepipe prepare` (or `dvc checkout prepare`)"
         ) from None
     if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
         raise DataError(
@@ -218,5 +219,6 @@ def _check_meta(
     for name, idx in splits.items():
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(y)):
             raise DataError(
-                f"{directory / 'splits.npz'}: split {name!r} indexes rows outside the {len(y)} images; re-run `aepipe prepare`"
+                f"{directory / 'splits.npz'}: split {name!r} indexes rows outside the {len(y)} images; "
+                "re-run `aepipe prepare`"
             )

@@ -13,12 +13,17 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aepipe.config import DataConfig
 from aepipe.errors import DataError
 from aepipe.io import sha256_file
+
+if TYPE_CHECKING:  # PIL and torchvision are imported where they are used (import time)
+    import torchvision
+    from PIL.Image import Image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 MAX_CLASSES = 1000
@@ -75,7 +80,8 @@ def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise DataError(
-                f"{path}: holds object (pickled) arrays, which are refused; save plain numeric arrays with np.savez"
+                f"{path}: holds object (pickled) arrays, which are refused; save plain numeric arrays with "
+                "np.savez"
             ) from None
         raise DataError(f"{path}: not a readable .npz archive ({exc}); write it with numpy.savez") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
@@ -93,7 +99,8 @@ def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
             y_test = _labels_from_array(arrays["y_test"], len(x_test), path, "y_test", "x_test")
             if x_test.shape[1:] != x.shape[1:]:
                 raise DataError(
-                    f"{path}: x_test images are {x_test.shape[1:]} but x_train images are {x.shape[1:]}; they must match"
+                    f"{path}: x_test images are {x_test.shape[1:]} but x_train images are {x.shape[1:]}; "
+                    "they must match"
                 )
     elif {"x", "y"} <= keys:
         x = _images_from_array(arrays["x"], path, "x")
@@ -101,8 +108,8 @@ def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
         x_test = y_test = None
     else:
         raise DataError(
-            f"{path}: missing keys; found {sorted(keys) or 'none'}, need x_train + y_train (+ x_test + y_test) "
-            "in the Keras layout, or x + y"
+            f"{path}: missing keys; found {sorted(keys) or 'none'}, need x_train + y_train (+ x_test + "
+            "y_test) in the Keras layout, or x + y"
         )
 
     all_labels = y if y_test is None else np.concatenate([y, y_test])
@@ -113,7 +120,8 @@ def load_npz_source(path_str: str, cfg: DataConfig) -> RawDataset:
         classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
         if all_labels.size and all_labels.max() >= len(classes):
             raise DataError(
-                f"{path}: label {int(all_labels.max())} is out of range for {len(classes)} class_names; labels must be 0..{len(classes) - 1}"
+                f"{path}: label {int(all_labels.max())} is out of range for {len(classes)} class_names; "
+                f"labels must be 0..{len(classes) - 1}"
             )
     else:
         classes = None  # named by their label values (remap_labels)
@@ -130,7 +138,8 @@ def _images_from_array(arr: np.ndarray, path: Path, key: str) -> np.ndarray:
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
         if lo < 0.0 or hi > 1.0:
             raise DataError(
-                f"{path}: {key} is float with values {lo:.3g}..{hi:.3g}; float images must lie in [0, 1] (or store uint8 0-255)"
+                f"{path}: {key} is float with values {lo:.3g}..{hi:.3g}; float images must lie in [0, 1] (or "
+                "store uint8 0-255)"
             )
         arr = np.rint(arr * 255.0).astype(np.uint8)
     elif arr.dtype.kind in "iu":
@@ -179,7 +188,8 @@ def _labels_from_array(arr: np.ndarray, n: int, path: Path, key: str, images_key
         raise DataError(f"{path}: {key} has dtype {arr.dtype}; labels must be integer class indices 0..K-1")
     if len(arr) != n:
         raise DataError(
-            f"{path}: {key} has {len(arr)} labels but {images_key} has {n} images; they must have the same length"
+            f"{path}: {key} has {len(arr)} labels but {images_key} has {n} images; they must have the same "
+            "length"
         )
     if arr.size and arr.min() < 0:
         raise DataError(
@@ -204,12 +214,14 @@ def load_npy_source(path_str: str, cfg: DataConfig) -> RawDataset:
     root = Path(path_str)
     if not root.is_dir():
         raise DataError(
-            f"{root}: data.source folder not found; check the path in params.yaml (data.source: npy:<dir with x.npy and y.npy>)"
+            f"{root}: data.source folder not found; check the path in params.yaml (data.source: npy:<dir "
+            "with x.npy and y.npy>)"
         )
     missing = [f for f in ("x.npy", "y.npy") if not (root / f).is_file()]
     if missing:
         raise DataError(
-            f"{root}: missing {', '.join(missing)}; an npy: source holds x.npy (uint8 images) and y.npy (labels)"
+            f"{root}: missing {', '.join(missing)}; an npy: source holds x.npy (uint8 images) and y.npy "
+            "(labels)"
         )
     if (root / "x_test.npy").is_file() != (root / "y_test.npy").is_file():
         raise DataError(f"{root}: has only one of x_test.npy / y_test.npy; provide both or neither")
@@ -223,9 +235,9 @@ def load_npy_source(path_str: str, cfg: DataConfig) -> RawDataset:
         )
         if x_test.shape[1:] != x.shape[1:]:
             raise DataError(
-                f"{root}: x_test.npy images are {x_test.shape[1:]} but x.npy images are {x.shape[1:]}; they must match"
+                f"{root}: x_test.npy images are {x_test.shape[1:]} but x.npy images are {x.shape[1:]}; they "
+                "must match"
             )
-    labels = y if y_test is None else np.concatenate([y, y_test])
     classes = None  # named by their label values (remap_labels)
     h = hashlib.sha256()
     for name in ("x.npy", "y.npy", "x_test.npy", "y_test.npy"):
@@ -236,15 +248,18 @@ def load_npy_source(path_str: str, cfg: DataConfig) -> RawDataset:
 
 def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        # a .npy file holds one array (np.load's Any covers the archives of .npz too)
+        arr: np.ndarray = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise DataError(
-                f"{path}: holds an object (pickled) array, which is refused; save a plain numeric array with np.save"
+                f"{path}: holds an object (pickled) array, which is refused; save a plain numeric array with "
+                "np.save"
             ) from None
         raise DataError(f"{path}: not a readable .npy file ({exc}); write it with numpy.save") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npy file ({exc}); write it with numpy.save") from None
+    return arr
 
 
 def _mapped_images(path: Path) -> np.ndarray:
@@ -252,7 +267,8 @@ def _mapped_images(path: Path) -> np.ndarray:
     arr = _load_npy(path, mmap=True)
     if arr.dtype != np.uint8:
         raise DataError(
-            f"{path}: images have dtype {arr.dtype}; an npy: source must hold uint8 0-255 (convert it, or use an npz: source)"
+            f"{path}: images have dtype {arr.dtype}; an npy: source must hold uint8 0-255 (convert it, or "
+            "use an npz: source)"
         )
     if arr.ndim == 3:
         arr = arr[:, None]
@@ -271,11 +287,15 @@ def _mapped_images(path: Path) -> np.ndarray:
 
 
 def load_folder_source(path_str: str, cfg: DataConfig) -> RawDataset:
-    """``root/<class>/*.png``; or ``root/train/<class>/...`` + ``root/test/<class>/...`` to keep a test split."""
+    """``root/<class>/*.png``; or ``root/train/<class>/...`` + ``root/test/<class>/...``.
+
+    The second layout keeps its own test split.
+    """
     root = Path(path_str)
     if not root.is_dir():
         raise DataError(
-            f"{root}: data.source folder not found; check the path in params.yaml (data.source: folder:<path>)"
+            f"{root}: data.source folder not found; check the path in params.yaml (data.source: "
+            "folder:<path>)"
         )
     if (root / "train").is_dir() and (root / "test").is_dir():
         classes = _class_dirs(root / "train")
@@ -283,7 +303,8 @@ def load_folder_source(path_str: str, cfg: DataConfig) -> RawDataset:
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
             raise DataError(
-                f"{root / 'test'}: classes {unknown} have no training folder under {root / 'train'}; add them there or remove them"
+                f"{root / 'test'}: classes {unknown} have no training folder under {root / 'train'}; add "
+                "them there or remove them"
             )
         files, y = _list_images(root / "train", classes)
         test_files, y_test = _list_images(root / "test", classes, allow_empty_class=True)
@@ -321,7 +342,8 @@ def _check_link(p: Path) -> None:
         p.resolve(strict=True)
     except FileNotFoundError:
         raise DataError(
-            f"{p}: broken symlink (it points to {os.readlink(p)}, which does not exist); fix or remove the link"
+            f"{p}: broken symlink (it points to {os.readlink(p)}, which does not exist); fix or remove the "
+            "link"
         ) from None
     except (RuntimeError, OSError):  # a loop: RuntimeError up to Python 3.12, OSError(ELOOP) after
         raise DataError(
@@ -348,7 +370,8 @@ def _list_images(
                 )
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(
-                    f"{p}: not an image file (suffix {p.suffix or 'none'}); remove it from {folder} or convert it to PNG/JPEG"
+                    f"{p}: not an image file (suffix {p.suffix or 'none'}); remove it from {folder} or "
+                    "convert it to PNG/JPEG"
                 )
         if not entries and not allow_empty_class:
             raise DataError(f"{folder}: class folder is empty; add images or remove the folder")
@@ -390,7 +413,7 @@ def _decode(f: Path, cfg: DataConfig) -> np.ndarray:
         ) from None
 
 
-def _to_uint8(img, f: Path, cfg: DataConfig) -> np.ndarray:  # noqa: ANN001 - PIL image
+def _to_uint8(img: Image, f: Path, cfg: DataConfig) -> np.ndarray:
     mode = img.mode
     if mode.startswith("I;16"):
         return _scaled(np.asarray(img), 65535.0)
@@ -409,10 +432,10 @@ def _to_uint8(img, f: Path, cfg: DataConfig) -> np.ndarray:  # noqa: ANN001 - PI
             raise DataError(
                 f"{f}: float image contains NaN or inf; float images must hold finite values in [0, 1]"
             )
-        lo, hi = float(a.min()), float(a.max())
-        if lo < 0.0 or hi > 1.0:
+        flo, fhi = float(a.min()), float(a.max())
+        if flo < 0.0 or fhi > 1.0:
             raise DataError(
-                f"{f}: float image with values {lo:.4g}..{hi:.4g}; float images must hold values in [0, 1] "
+                f"{f}: float image with values {flo:.4g}..{fhi:.4g}; float images must hold values in [0, 1] "
                 "(divide by their maximum, or save 8- or 16-bit integers)"
             )
         return _scaled(a, 1.0)
@@ -429,7 +452,7 @@ def _scaled(a: np.ndarray, full: float) -> np.ndarray:
     return np.rint(a.astype(np.float64) * (255.0 / full)).astype(np.uint8)
 
 
-def _composite(img, f: Path, cfg: DataConfig) -> np.ndarray:  # noqa: ANN001 - PIL image
+def _composite(img: Image, f: Path, cfg: DataConfig) -> np.ndarray:
     gray = img.mode in ("LA", "La")
     rgba = np.asarray(img.convert("LA" if gray else "RGBA"), dtype=np.float64)
     color, alpha = rgba[..., :-1], rgba[..., -1:] / 255.0
@@ -478,8 +501,9 @@ def _read_images(files: list[Path], cfg: DataConfig) -> np.ndarray:
             next((f, a) for f, a in decoded if a.shape[:2] != decoded[0][1].shape[:2]),
         )
         raise DataError(
-            f"images of different sizes ({f1} is {a1.shape[1]}×{a1.shape[0]}, {f2} is {a2.shape[1]}×{a2.shape[0]}); "
-            "set data.image_size: [height, width] in params.yaml to resize them"
+            f"images of different sizes ({f1} is {a1.shape[1]}×{a1.shape[0]}, {f2} is "
+            f"{a2.shape[1]}×{a2.shape[0]}); set data.image_size: [height, width] in params.yaml to resize "
+            "them"
         )
     out = []
     for _, a in decoded:
@@ -500,7 +524,7 @@ def _read_images(files: list[Path], cfg: DataConfig) -> np.ndarray:
     return x
 
 
-def _palette_is_gray(img) -> bool:  # noqa: ANN001 - PIL image
+def _palette_is_gray(img: Image) -> bool:
     rgb = np.asarray(img.convert("RGB"))
     return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
@@ -527,7 +551,7 @@ def load_torchvision_source(name: str, cfg: DataConfig) -> RawDataset:
             f"data.source: npz:<path>, or as class folders and set data.source: folder:<path>"
         ) from None
 
-    def arrays(ds) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    def arrays(ds: torchvision.datasets.VisionDataset) -> tuple[np.ndarray, np.ndarray]:
         data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
         data = data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(data.astype(np.uint8)), np.asarray(ds.targets, dtype=np.int64)
@@ -560,7 +584,8 @@ def remap_labels(raw: RawDataset, source: str) -> None:
         if unseen:
             shown = [name(u) for u in unseen[:10]]
             raise DataError(
-                f"{source}: test labels {shown} never occur in the training data; every test class needs training images"
+                f"{source}: test labels {shown} never occur in the training data; every test class needs "
+                "training images"
             )
     if len(present) > MAX_CLASSES:
         raise DataError(
@@ -578,22 +603,27 @@ def remap_labels(raw: RawDataset, source: str) -> None:
 
 
 def check_labels(raw: RawDataset, source: str) -> None:
+    classes = raw.classes
+    assert classes is not None, "remap_labels names the classes before check_labels"
     present = np.unique(raw.y)
     if len(present) < 2:
+        only = classes[int(present[0])] if len(present) else "none"
         raise DataError(
-            f"{source}: only one class ({raw.classes[int(present[0])] if len(present) else 'none'}) in the training data; a classifier needs at least 2 classes"
+            f"{source}: only one class ({only}) in the training data; a classifier needs at least 2 classes"
         )
-    counts = np.bincount(raw.y, minlength=len(raw.classes))
-    thin = [raw.classes[i] for i, c in enumerate(counts) if 0 < c < 3]
+    counts = np.bincount(raw.y, minlength=len(classes))
+    thin = [classes[i] for i, c in enumerate(counts) if 0 < c < 3]
     if thin:
         raise DataError(
-            f"{source}: classes {thin[:10]} have fewer than 3 training images; stratified train/val/test splits need at least 3 per class"
+            f"{source}: classes {thin[:10]} have fewer than 3 training images; stratified train/val/test "
+            "splits need at least 3 per class"
         )
     if raw.y_test is not None:
         unseen = sorted(set(np.unique(raw.y_test).tolist()) - set(present.tolist()))
         if unseen:
             raise DataError(
-                f"{source}: test labels {unseen[:10]} never occur in the training data; every test class needs training images"
+                f"{source}: test labels {unseen[:10]} never occur in the training data; every test class "
+                "needs training images"
             )
 
 

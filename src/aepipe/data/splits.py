@@ -16,8 +16,8 @@ def stratified_split(
         kept, held = train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels)
     except ValueError as exc:
         raise DataError(
-            f"cannot split {len(indices)} images of {len(np.unique(labels))} classes with fraction {fraction} "
-            f"({exc}); raise data.val_fraction / data.test_fraction in params.yaml or add images"
+            f"cannot split {len(indices)} images of {len(np.unique(labels))} classes with fraction "
+            f"{fraction} ({exc}); raise data.val_fraction / data.test_fraction in params.yaml or add images"
         ) from None
     return np.sort(kept), np.sort(held)
 

@@ -42,20 +42,23 @@ class ConvEncoder(nn.Module):
         super().__init__()
         self.stages = nn.ModuleList([_block(in_channels, width, stride=1)])
         ch = width
+        stage_channels = [width]
         for i in range(depth):
             nxt = width * 2 ** min(i + 1, 3)
             self.stages.append(_block(ch, nxt, stride=2))
+            stage_channels.append(nxt)
             ch = nxt
         self.out_channels = ch
         self.pool_grid = pool_grid
-        self.pooled_dim = sum(stage[0].out_channels for stage in self.stages) * pool_grid**2
+        self.pooled_dim = sum(stage_channels) * pool_grid**2
         self.grid = (stage_sizes(height, depth)[-1], stage_sizes(width_px, depth)[-1])
         self.fc = nn.Linear(ch * self.grid[0] * self.grid[1], out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:
             x = stage(x)
-        return self.fc(torch.flatten(x, 1))
+        code: torch.Tensor = self.fc(torch.flatten(x, 1))
+        return code
 
     def pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(latent, concatenated per-stage average pools over a ``pool_grid`` grid)."""
@@ -94,4 +97,5 @@ class ConvDecoder(nn.Module):
         self.deconv = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.deconv(self.fc(z).view(-1, *self.start))
+        logits: torch.Tensor = self.deconv(self.fc(z).view(-1, *self.start))
+        return logits

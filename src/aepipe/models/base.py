@@ -37,9 +37,10 @@ class ModelSpec:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelSpec":
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
         return cls(
             name=str(data["name"]),
+            # (C, H, W) as to_json wrote it; a spec.json of another length fails where the shape is used
             input_shape=tuple(int(v) for v in data["input_shape"]),  # type: ignore[arg-type]
             latent_dim=int(data["latent_dim"]),
             width=int(data["width"]),
@@ -67,6 +68,8 @@ class AutoEncoder(nn.Module):
 
     uses_labels: bool = False
     labelled_per_batch: int = 0
+    pixel_mean: torch.Tensor  # buffers, registered in __init__
+    pixel_std: torch.Tensor
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()

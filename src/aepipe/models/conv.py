@@ -35,4 +35,5 @@ class ConvAutoEncoder(AutoEncoder):
         return self.code(raw), pooled
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+        logits: torch.Tensor = self.decoder(z)
+        return logits

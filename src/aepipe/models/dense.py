@@ -8,6 +8,7 @@ not apply (there is no spatial map); multiscale features are every hidden layer 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -27,12 +28,10 @@ class DenseAutoEncoder(AutoEncoder):
         pixels = math.prod(spec.input_shape)
         hidden = [max(spec.width * opts.units_per_width // 2**k, spec.latent_dim) for k in range(spec.depth)]
         sizes = [pixels, *hidden]
-        self.hidden = nn.ModuleList([_layer(a, b) for a, b in zip(sizes, sizes[1:])])
+        self.hidden = nn.ModuleList([_layer(a, b) for a, b in pairwise(sizes)])
         self.bottleneck = nn.Linear(hidden[-1], spec.latent_dim)
         back = [spec.latent_dim, *hidden[::-1]]
-        self.decoder = nn.Sequential(
-            *[_layer(a, b) for a, b in zip(back, back[1:])], nn.Linear(hidden[0], pixels)
-        )
+        self.decoder = nn.Sequential(*[_layer(a, b) for a, b in pairwise(back)], nn.Linear(hidden[0], pixels))
 
     def encode_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, acts = self.normalize(x).flatten(1), []
@@ -42,4 +41,5 @@ class DenseAutoEncoder(AutoEncoder):
         return self.bottleneck(h), torch.cat(acts, dim=1)
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(-1, *self.spec.input_shape)
+        flat: torch.Tensor = self.decoder(z)
+        return flat.view(-1, *self.spec.input_shape)

@@ -19,6 +19,9 @@ from torch import nn
 class Standardized(nn.Module):
     """Holds the feature mean/scale of the training split and applies them."""
 
+    feat_mean: torch.Tensor  # buffers, registered in __init__
+    feat_scale: torch.Tensor
+
     def __init__(self, in_dim: int) -> None:
         super().__init__()
         self.register_buffer("feat_mean", torch.zeros(in_dim))
@@ -46,7 +49,8 @@ class LinearClassifier(Standardized):
         self.linear = nn.Linear(in_dim, n_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.standardize(features))
+        logits: torch.Tensor = self.linear(self.standardize(features))
+        return logits
 
 
 class MLPClassifier(Standardized):
@@ -69,7 +73,8 @@ class MLPClassifier(Standardized):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.standardize(features))
+        logits: torch.Tensor = self.mlp(self.standardize(features))
+        return logits
 
 
 @dataclass(frozen=True)

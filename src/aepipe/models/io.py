@@ -84,8 +84,8 @@ def _read(directory: str | Path, what: str) -> tuple[dict[str, Any], dict[str, t
             else " ".join(str(exc).split("\n")[0].split())[:160]
         )
         raise ModelError(
-            f"{weights_path}: cannot be loaded as a state_dict of tensors ({exc.__class__.__name__}: {first}); "
-            f"{_restore_hint(directory)}"
+            f"{weights_path}: cannot be loaded as a state_dict of tensors "
+            f"({exc.__class__.__name__}: {first}); {_restore_hint(directory)}"
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{weights_path}: is not a state_dict of tensors; {_restore_hint(directory)}")
@@ -109,8 +109,8 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], where: Path) 
         first = f"{WEIGHTS} lacks {missing[0]}" if missing else f"{WEIGHTS} has an unknown {unexpected[0]}"
     count = len(missing) + len(unexpected) + len(shapes)
     raise ModelError(
-        f"{where}: {WEIGHTS} does not match the model {SPEC} describes ({count} mismatched tensors, e.g. {first}); "
-        f"was {SPEC} edited? {_restore_hint(where)}"
+        f"{where}: {WEIGHTS} does not match the model {SPEC} describes "
+        f"({count} mismatched tensors, e.g. {first}); was {SPEC} edited? {_restore_hint(where)}"
     )
 
 
@@ -219,15 +219,16 @@ def load_pair(
     finetuned = Path(classifier_dir) / FINETUNED
     if spec.get("finetuned_encoder") and not finetuned.is_dir():
         raise ModelError(
-            f"{classifier_dir}: the head was fine-tuned with its encoder, but {finetuned} is missing; re-run `aepipe train`"
+            f"{classifier_dir}: the head was fine-tuned with its encoder, but {finetuned} is missing; re-run "
+            "`aepipe train`"
         )
     encoder_dir = finetuned if spec.get("finetuned_encoder") else Path(model_dir)
     autoencoder = load_autoencoder(encoder_dir, device)
     dim = feature_dim(autoencoder)
     if dim != spec["in_dim"]:
         raise ModelError(
-            f"{Path(classifier_dir) / SPEC}: the classifier reads {spec['in_dim']} features but the autoencoder in "
-            f"{encoder_dir} gives {dim}: they come from different runs; re-run `aepipe train` (dvc repro) "
-            "with this autoencoder"
+            f"{Path(classifier_dir) / SPEC}: the classifier reads {spec['in_dim']} features but the "
+            f"autoencoder in {encoder_dir} gives {dim}: they come from different runs; "
+            "re-run `aepipe train` (dvc repro) with this autoencoder"
         )
     return EncoderClassifier(autoencoder, head).eval(), spec

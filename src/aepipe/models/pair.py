@@ -21,7 +21,8 @@ class EncoderClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for images in [0, 1], shape (N, C, H, W)."""
-        return self.head(self.autoencoder.features(x))
+        logits: torch.Tensor = self.head(self.autoencoder.features(x))
+        return logits
 
     @torch.inference_mode()
     def predict_proba(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -58,6 +59,7 @@ def to_unit_float(images: np.ndarray, input_shape: tuple[int, int, int]) -> np.n
         raise DataError("images contain NaN or inf; pass finite values (uint8 0-255 or float in [0, 1])")
     if x.size and (x.min() < 0.0 or x.max() > 1.0):
         raise DataError(
-            f"float images must lie in [0, 1] (got {x.min():.3g}..{x.max():.3g}); divide 0-255 images by 255 or pass uint8"
+            f"float images must lie in [0, 1] (got {x.min():.3g}..{x.max():.3g}); divide 0-255 images by 255 "
+            "or pass uint8"
         )
     return x

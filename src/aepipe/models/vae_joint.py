@@ -21,13 +21,15 @@ from aepipe.options import JointVAEOptions
 
 class JointVAE(VariationalAutoEncoder):
     options_class = JointVAEOptions
+    options: JointVAEOptions  # built from options_class by VariationalAutoEncoder.__init__
     uses_labels = True
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         if spec.n_classes < 2:
             raise ModelError(
-                f"vae_joint needs the number of classes (got n_classes={spec.n_classes}); build it through the pretrain stage"
+                f"vae_joint needs the number of classes (got n_classes={spec.n_classes}); build it through "
+                "the pretrain stage"
             )
         feature_dim = spec.latent_dim + (0 if spec.features == "latent" else self.encoder.pooled_dim)
         self.classifier = nn.Linear(feature_dim, spec.n_classes)
@@ -43,7 +45,7 @@ class JointVAE(VariationalAutoEncoder):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         elbo, parts = self.elbo_loss(x, out)
         known = labels >= 0 if labels is not None else None
-        if known is not None and bool(known.any()):
+        if labels is not None and known is not None and bool(known.any()):
             ce = F.cross_entropy(out["class_logits"][known].float(), labels[known].long())
         else:
             ce = out["class_logits"].sum() * 0.0  # no labelled image in this batch

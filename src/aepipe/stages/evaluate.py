@@ -153,8 +153,8 @@ def run(
     classes = ds.classes
     if spec["n_classes"] != len(classes):
         raise ModelError(
-            f"{Path(classifier_dir) / SPEC}: the classifier has {spec['n_classes']} classes but {data_dir} has "
-            f"{len(classes)}: they come from different datasets; re-run `aepipe train` (dvc repro)"
+            f"{Path(classifier_dir) / SPEC}: the classifier has {spec['n_classes']} classes but {data_dir} "
+            f"has {len(classes)}: they come from different datasets; re-run `aepipe train` (dvc repro)"
         )
     # Reconstructions show what pretraining learnt; a fine-tuned encoder no longer fits the decoder.
     pretrained = load_autoencoder(model_dir, device)
@@ -167,20 +167,23 @@ def run(
     labels = list(range(len(classes)))
     cm = confusion_matrix(y_test, pred, labels=labels)
     per_class = {classes[i]: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i in labels}
-    metrics = {
+    metrics: dict[str, Any] = {
         "test_accuracy": float((pred == y_test).mean()),
         "test_macro_f1": float(f1_score(y_test, pred, labels=labels, average="macro", zero_division=0)),
         "val_accuracy": float((val_pred == y_val).mean()),
         "val_macro_f1": float(f1_score(y_val, val_pred, labels=labels, average="macro", zero_division=0)),
         "test_recon_mse": reconstruction_mse(pretrained, x_test, device, bs),
-        "n_test": int(len(y_test)),
+        "n_test": len(y_test),
         "per_class_accuracy": {k: v for k, v in per_class.items() if v == v},
     }
 
     plots = Path(plots_dir)
     write_csv(
         plots / "confusion.csv",
-        ({"actual": classes[a], "predicted": classes[p]} for a, p in zip(y_test.tolist(), pred.tolist())),
+        (
+            {"actual": classes[a], "predicted": classes[p]}
+            for a, p in zip(y_test.tolist(), pred.tolist(), strict=True)
+        ),
     )
     confusion_png(cm, classes, plots / "confusion.png")
     k = min(params.evaluate.n_reconstructions, len(y_test))

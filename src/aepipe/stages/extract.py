@@ -56,14 +56,15 @@ def load_features(
     if not path.is_file():
         raise DataError(f"{path}: features not found; run `aepipe extract` first")
     try:
-        feats = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        feats: np.ndarray = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(
             f"{path}: not a readable features file ({exc.__class__.__name__}); re-run `aepipe extract`"
         ) from None
     if feats.ndim != 2 or feats.dtype.kind != "f":
         raise DataError(
-            f"{path}: features must be a 2-D float array (got {feats.dtype} {feats.shape}); re-run `aepipe extract`"
+            f"{path}: features must be a 2-D float array (got {feats.dtype} {feats.shape}); "
+            "re-run `aepipe extract`"
         )
     if rows is not None and len(feats) != rows:
         raise DataError(

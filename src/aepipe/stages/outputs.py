@@ -65,7 +65,9 @@ def snapshot(outs: list[Path]) -> dict[Path, Fingerprint]:
 
 def describe(stage: str, before: dict[Path, Fingerprint]) -> str:
     """One sentence on what the failed run did to each output."""
-    changed, kept, absent = [], [], []
+    changed: list[str] = []
+    kept: list[str] = []
+    absent: list[str] = []
     for path, was in before.items():
         now = fingerprint(path)
         (changed if now != was else kept if was is not None else absent).append(str(path))

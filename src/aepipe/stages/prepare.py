@@ -53,7 +53,8 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker = NullTracker()) -
         more = f", ... ({len(raw.label_map)} classes)" if len(raw.label_map) > 20 else ""
         print(
             f"aepipe prepare: labels of {cfg.source} are not 0..K-1 with every class present; "
-            f"remapped (original -> class index): {shown}{more}; recorded as label_map in {Path(out_dir) / 'meta.json'}",
+            f"remapped (original -> class index): {shown}{more}; recorded as label_map in "
+            f"{Path(out_dir) / 'meta.json'}",
             file=sys.stderr,
         )
     tracker.log_params({f"data.{k}": v for k, v in cfg.model_dump().items()})
@@ -62,7 +63,7 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker = NullTracker()) -
     return {
         "data_hash": meta["data_hash"],
         "counts": counts,
-        "classes": len(raw.classes),
+        "classes": len(meta["classes"]),
         "shape": meta["shape"],
         **({"label_map": raw.label_map} if raw.label_map else {}),
     }

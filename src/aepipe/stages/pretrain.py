@@ -161,7 +161,7 @@ def _run(
         plots_dir / "pretrain_loss.png",
         f"{params.model.name} autoencoder loss",
     )
-    metrics = {
+    metrics: dict[str, Any] = {
         "final_train_loss": history[-1].train_loss,
         "final_val_loss": history[-1].val_loss,
         "epochs": params.pretrain.epochs,

@@ -49,11 +49,11 @@ def _label_efficiency(client: Any, experiment_id: str, data_hash: str, variant: 
 
 def _review_pack(
     params: Params,
-    meta: dict,
-    metrics: dict[str, dict],
-    summary: dict,
+    meta: dict[str, Any],
+    metrics: dict[str, dict[str, Any]],
+    summary: dict[str, Any],
     plots_dir: Path | None,
-    efficiency: list,
+    efficiency: list[dict[str, Any]],
     predictions: list[dict[str, int]],
     dest: Path,
 ) -> None:
@@ -97,7 +97,10 @@ def _predictions(
         val_loss = float(log_loss(y_val, pair.predict_proba(x_val, bs), labels=list(range(len(ds.classes)))))
         x_test, y_test = ds.split("test")
         pred = pair.predict_proba(x_test, bs).argmax(1)
-    rows = [{"index": i, "label": int(a), "prediction": int(p)} for i, (a, p) in enumerate(zip(y_test, pred))]
+    rows = [
+        {"index": i, "label": int(a), "prediction": int(p)}
+        for i, (a, p) in enumerate(zip(y_test, pred, strict=True))
+    ]
     return rows, val_loss
 
 
@@ -225,7 +228,7 @@ def _outcome(reg: registry.Registered, best: registry.Candidate, this: registry.
 
 def _register_best(
     client: Any,
-    pool: list,
+    pool: list[registry.Candidate],
     params: Params,
     out_path: str | Path,
     this_run: str | None,
@@ -234,8 +237,8 @@ def _register_best(
     cfg = params.mlflow
     if not pool:
         raise TrackingError(
-            f"no finished candidate with metric {cfg.selection_metric!r} in experiment {cfg.experiment!r} for this data; "
-            "run the pipeline (dvc repro) first"
+            f"no finished candidate with metric {cfg.selection_metric!r} in experiment {cfg.experiment!r} "
+            "for this data; run the pipeline (dvc repro) first"
         )
     best = pool[0]
     this = next((c for c in pool if c.run_id == this_run), None)

@@ -58,10 +58,13 @@ def run_stage(stage: str, params: Params, **paths: str | Path) -> dict[str, Any]
     dist = DistEnv.from_env()
     if dist.enabled and not getattr(module, "DATA_PARALLEL", False):
         raise AepipeError(
-            f"`aepipe {stage}` does not run under torchrun (WORLD_SIZE={dist.world}); only pretrain is data-parallel"
+            f"`aepipe {stage}` does not run under torchrun (WORLD_SIZE={dist.world}); "
+            "only pretrain is data-parallel"
         )
+    result: dict[str, Any]
     if not dist.is_main:
-        return module.run(params, **paths)
+        result = module.run(params, **paths)
+        return result
     with stage_run(stage, params, _data_hash(paths.get("data_dir"))) as tracker:
         result = module.run(params, **paths, tracker=tracker)
         parent = type(tracker)(tracker.client, tracker.parent_run_id)

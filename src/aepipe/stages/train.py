@@ -50,8 +50,8 @@ def run(
     f_val = load_features(features_dir, "val", len(y_val))
     if f_val.shape[1] != f_train.shape[1]:
         raise DataError(
-            f"{features_dir}: train.npy has {f_train.shape[1]} features per image but val.npy has {f_val.shape[1]}; "
-            "they come from different runs: re-run `aepipe extract`"
+            f"{features_dir}: train.npy has {f_train.shape[1]} features per image but val.npy has "
+            f"{f_val.shape[1]}; they come from different runs: re-run `aepipe extract`"
         )
 
     device = resolve_device(params.device)
@@ -89,16 +89,15 @@ def run(
         f_train.shape[1],
         len(ds.classes),
         classes=ds.classes,
-        labels_used=int(len(picked)),
+        labels_used=len(picked),
         options=fit.options,
         **info,
     )
-    save_classifier(
-        classifier_dir, fit.module.cpu(), spec, fit.autoencoder.cpu() if head.trains_encoder else None
-    )
+    encoder = fit.autoencoder if head.trains_encoder else None
+    save_classifier(classifier_dir, fit.module.cpu(), spec, encoder.cpu() if encoder is not None else None)
     ckpt.clear()  # the classifier is saved: nothing left to resume
 
-    metrics = {"val_accuracy": fit.val_accuracy, "labels_used": int(len(picked))}
+    metrics = {"val_accuracy": fit.val_accuracy, "labels_used": len(picked)}
     write_json(metrics_path, metrics)
     write_csv(Path(plots_dir) / "train_curve.csv", fit.curve)
     tracker.log_params({f"classifier.{k}": v for k, v in cfg.model_dump().items()})
@@ -107,7 +106,7 @@ def run(
     )
     for row in fit.curve:
         tracker.log_metrics(
-            {f"selection_{k}": v for k, v in row.items() if k.endswith("accuracy")}, step=row["step"]
+            {f"selection_{k}": v for k, v in row.items() if k.endswith("accuracy")}, step=int(row["step"])
         )
     return {
         **metrics,

@@ -23,11 +23,19 @@ import csv
 import logging
 import os
 import tempfile
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aepipe.tracking import registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.metrics import MetricValue
+    from mlflow.models import EvaluationResult
 
 # promotion metric (params) -> the key mlflow.models.evaluate reports it under (macro average)
 EVAL_KEYS = {"test_accuracy": "accuracy_score", "test_macro_f1": "f1_score"}
@@ -45,8 +53,10 @@ def mcnemar_exact(challenger_right: np.ndarray, champion_right: np.ndarray) -> t
     return b, c, p
 
 
-def _predictions(client: Any, name: str, version: Any) -> tuple[np.ndarray, np.ndarray]:
+def _predictions(client: MlflowClient, name: str, version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
     run_id = version.tags.get("aepipe.source_run_id") or version.run_id
+    if not run_id:
+        raise _Unpaired(f"v{version.version} has no source run, so no per-image test predictions")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             listed = {a.path for a in client.list_artifacts(run_id, "review")}
@@ -85,7 +95,7 @@ class _Unpaired(Exception):
 
 
 @contextlib.contextmanager
-def _quiet() -> Any:
+def _quiet() -> Iterator[None]:
     """mlflow.evaluate prints run URLs on stdout (the CLI's JSON) and warns about static data."""
     old = os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
@@ -96,7 +106,7 @@ def _quiet() -> Any:
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
         if old is None:
             os.environ.pop("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", None)
@@ -105,14 +115,14 @@ def _quiet() -> Any:
 
 
 def _evaluate(
-    client: Any,
+    client: MlflowClient,
     exp_id: str,
     parent: str,
     title: str,
     labels: np.ndarray,
     pred: np.ndarray,
     other: np.ndarray | None,
-) -> Any:
+) -> EvaluationResult:
     import mlflow
     import pandas as pd
     from mlflow.metrics import MetricValue
@@ -123,7 +133,9 @@ def _evaluate(
     if other is not None:
         data["champion_prediction"] = other
 
-        def mcnemar(predictions: Any, targets: Any, champion_prediction: Any) -> Any:
+        def mcnemar(
+            predictions: pd.Series, targets: pd.Series, champion_prediction: pd.Series
+        ) -> MetricValue:
             t = targets.to_numpy()
             _, _, p = mcnemar_exact(predictions.to_numpy() == t, champion_prediction.to_numpy() == t)
             return MetricValue(aggregate_results={"p_value": p})
@@ -133,7 +145,7 @@ def _evaluate(
         exp_id, run_name=title, tags={"mlflow.parentRunId": parent, "aepipe.kind": "gate"}
     )
     with mlflow.start_run(run_id=run.info.run_id):
-        return mlflow.models.evaluate(
+        result: EvaluationResult = mlflow.models.evaluate(
             data=pd.DataFrame(data),
             predictions="prediction",
             targets="label",
@@ -141,10 +153,18 @@ def _evaluate(
             evaluator_config={"average": "macro", "log_model_explainability": False},
             extra_metrics=extra,
         )
+        return result
 
 
 def run_gate(
-    client: Any, name: str, cand: Any, champ: Any, metric: str, margin: float, alpha: float, experiment: str
+    client: MlflowClient,
+    name: str,
+    cand: ModelVersion,
+    champ: ModelVersion,
+    metric: str,
+    margin: float,
+    alpha: float,
+    experiment: str,
 ) -> dict[str, Any]:
     """{"passed", "summary", "tags"}; raises TrackingError only for registry/tracking failures."""
     import mlflow
@@ -170,7 +190,8 @@ def run_gate(
         return refuse(f"the paired test cannot run: {exc}")
     if not np.array_equal(labels, champ_labels):
         return refuse(
-            f"v{ver} and v{champ_ver} were scored on different test images (labels differ although the data hash matches)"
+            f"v{ver} and v{champ_ver} were scored on different test images (labels differ although the data "
+            "hash matches)"
         )
     key = EVAL_KEYS[metric]
     gate_id = None
@@ -218,8 +239,8 @@ def run_gate(
         verdict = "passed"
     elif value == champ_value:
         verdict = (
-            f"tie: both reach {metric} {value:.4f}, so the champion stays (a challenger must be better by more "
-            f"than the margin, and significantly: p <= {alpha})"
+            f"tie: both reach {metric} {value:.4f}, so the champion stays (a challenger must be better by "
+            f"more than the margin, and significantly: p <= {alpha})"
         )
     elif value <= champ_value + margin:
         verdict = "not better than the champion by the margin"

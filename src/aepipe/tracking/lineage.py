@@ -21,12 +21,15 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aepipe import signals
 from aepipe.config import Params
 from aepipe.errors import TrackingError
 from aepipe.tracking.tracker import MlflowTracker
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 KEY_ENV = "AEPIPE_EXECUTION_KEY"
 KEY_TAG = "aepipe.execution_key"
@@ -96,12 +99,12 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout)
     except requests.RequestException as exc:
         raise TrackingError(
-            f"MLflow tracking server {uri} is unreachable ({exc.__class__.__name__}); start it (`make ui`) or fix "
-            "MLFLOW_TRACKING_URI (unset it to use the local sqlite:///mlflow.db)."
+            f"MLflow tracking server {uri} is unreachable ({exc.__class__.__name__}); start it (`make ui`) "
+            "or fix MLFLOW_TRACKING_URI (unset it to use the local sqlite:///mlflow.db)."
         ) from None
 
 
-def client(existing_store: bool = False) -> Any:
+def client(existing_store: bool = False) -> MlflowClient:
     """An MLflow client on ``tracking_uri()``; ``existing_store`` refuses to create a local store."""
     import mlflow
     from mlflow import MlflowClient
@@ -142,7 +145,7 @@ def execution_key(params: Params, git: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def experiment_id(mlflow_client: Any, name: str) -> str:
+def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is None:
         # the local store keeps artifacts beside it (./mlruns), wherever the stage runs from
@@ -153,7 +156,7 @@ def experiment_id(mlflow_client: Any, name: str) -> str:
     return exp.experiment_id
 
 
-def check_artifact_credentials(mlflow_client: Any, exp_id: str) -> None:
+def check_artifact_credentials(mlflow_client: MlflowClient, exp_id: str) -> None:
     """An experiment whose artifacts go straight to S3 needs credentials in this process."""
     location = mlflow_client.get_experiment(exp_id).artifact_location or ""
     if not location.startswith("s3://"):
@@ -162,9 +165,9 @@ def check_artifact_credentials(mlflow_client: Any, exp_id: str) -> None:
 
     if boto3.session.Session().get_credentials() is None:
         raise TrackingError(
-            f"MLflow artifacts of this experiment go to {location} but no S3 credentials were found; "
-            "export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and MLFLOW_S3_ENDPOINT_URL for a non-AWS endpoint), "
-            "or run the MLflow server with --artifacts-destination so only the server needs them"
+            f"MLflow artifacts of this experiment go to {location} but no S3 credentials were found; export "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and MLFLOW_S3_ENDPOINT_URL for a non-AWS "
+            "endpoint), or run the MLflow server with --artifacts-destination so only the server needs them"
         )
 
 
@@ -206,7 +209,9 @@ def run_title(params: Params, git: dict[str, str]) -> str:
     )
 
 
-def close_stale(mlflow_client: Any, exp_id: str, filter_string: str, keep: str | None, why: str) -> list[str]:
+def close_stale(
+    mlflow_client: MlflowClient, exp_id: str, filter_string: str, keep: str | None, why: str
+) -> list[str]:
     """End the RUNNING runs matching ``filter_string`` (but ``keep``) as KILLED; their ids."""
     stale = mlflow_client.search_runs(
         [exp_id], filter_string=f"{filter_string} and attributes.status = 'RUNNING'", max_results=1000
@@ -221,7 +226,7 @@ def close_stale(mlflow_client: Any, exp_id: str, filter_string: str, keep: str |
     return closed
 
 
-def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, str]) -> str:
+def parent_run(mlflow_client: MlflowClient, exp_id: str, params: Params, git: dict[str, str]) -> str:
     key = execution_key(params, git)
     found = mlflow_client.search_runs(
         [exp_id],
@@ -229,7 +234,7 @@ def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, s
         order_by=["attributes.start_time DESC"],
     )
     if found:
-        newest = found[0].info.run_id
+        newest: str = found[0].info.run_id
         for older in found[1:]:  # two RUNNING parents of one execution: only the newest goes on
             mlflow_client.set_tag(older.info.run_id, "aepipe.closed_because", f"superseded by {newest}")
             mlflow_client.set_terminated(older.info.run_id, "KILLED")
@@ -237,8 +242,9 @@ def parent_run(mlflow_client: Any, exp_id: str, params: Params, git: dict[str, s
     run = mlflow_client.create_run(
         exp_id, run_name=run_title(params, git), tags={KEY_TAG: key, "aepipe.kind": "pipeline", **git}
     )
-    MlflowTracker(mlflow_client, run.info.run_id).log_params(effective_params(params))
-    return run.info.run_id
+    run_id: str = run.info.run_id
+    MlflowTracker(mlflow_client, run_id).log_params(effective_params(params))
+    return run_id
 
 
 # The status a stage run ends with when the stage raises, by exception type; the first match wins.
@@ -279,8 +285,8 @@ def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Itera
     except Exception as exc:  # MlflowException, requests errors, sqlite errors
         raise TrackingError(f"MLflow at {tracking_uri()} refused to start the {stage} run: {exc}") from exc
     tracker = MlflowTracker(mlflow_client, run.info.run_id)
-    tracker.parent_run_id = parent  # type: ignore[attr-defined]
-    tracker.experiment_id = exp_id  # type: ignore[attr-defined]
+    tracker.parent_run_id = parent
+    tracker.experiment_id = exp_id
     try:
         with signals.sigterm_raises():
             yield tracker
@@ -290,7 +296,7 @@ def stage_run(stage: str, params: Params, data_hash: str | None = None) -> Itera
     mlflow_client.set_terminated(run.info.run_id, "FINISHED")
 
 
-def _end_quietly(mlflow_client: Any, run_id: str, status: str, error: BaseException) -> None:
+def _end_quietly(mlflow_client: MlflowClient, run_id: str, status: str, error: BaseException) -> None:
     """Record how the run ended without replacing the stage's own error by MLflow's.
 
     When the tracking server is what failed, ending the run fails too; that second error becomes
@@ -298,7 +304,7 @@ def _end_quietly(mlflow_client: Any, run_id: str, status: str, error: BaseExcept
     """
     try:
         mlflow_client.set_terminated(run_id, status)
-    except Exception as exc:  # noqa: BLE001 - any failure here is secondary to ``error``
+    except Exception as exc:  # any failure here is secondary to ``error``
         error.add_note(
             f"(MLflow: the stage run {run_id} could not be marked {status}: {exc.__class__.__name__}; "
             "it is closed as KILLED when this execution runs again)"

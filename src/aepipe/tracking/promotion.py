@@ -26,13 +26,17 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from aepipe.errors import TrackingError
 from aepipe.tracking import registry
 from aepipe.tracking.registry import aliases, encoder_name, get_version, model_tags, registry_error
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 INTENT_TAG = "aepipe.promotion_intent"  # on the registered model while a move is in flight
@@ -65,7 +69,7 @@ class Decision:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _user() -> str:
@@ -75,10 +79,11 @@ def _user() -> str:
 class _Writer:
     """Registry writes that report, when one fails, what was done before it and the state left."""
 
-    def __init__(self, client: Any, name: str, what: str) -> None:
-        self.client, self.name, self.what, self.done = client, name, what, []
+    def __init__(self, client: MlflowClient, name: str, what: str) -> None:
+        self.client, self.name, self.what = client, name, what
+        self.done: list[str] = []
 
-    def __call__(self, step: str, fn: Any, *args: Any) -> None:
+    def __call__(self, step: str, fn: Callable[..., object], *args: object) -> None:
         try:
             fn(*args)
         except Exception as exc:
@@ -98,14 +103,16 @@ def _read_intent(tags: dict[str, str]) -> dict[str, Any] | None:
         return {"kind": "unreadable", "to": None}
 
 
-def _encoder_version(client: Any, name: str, ver: str | None) -> str | None:
+def _encoder_version(client: MlflowClient, name: str, ver: str | None) -> str | None:
     if not ver:
         return None
     v = get_version(client, name, ver)
     return v.tags.get(registry.ENCODER_VERSION_TAG) if v is not None else None
 
 
-def _set_or_delete(w: _Writer, client: Any, model: str, alias: str, ver: str | None, held: dict) -> None:
+def _set_or_delete(
+    w: _Writer, client: MlflowClient, model: str, alias: str, ver: str | None, held: dict[str, str]
+) -> None:
     if ver:
         if held.get(alias) != ver:
             w(f"{model}@{alias} -> {ver}", client.set_registered_model_alias, model, alias, ver)
@@ -113,7 +120,7 @@ def _set_or_delete(w: _Writer, client: Any, model: str, alias: str, ver: str | N
         w(f"remove {model}@{alias}", client.delete_registered_model_alias, model, alias)
 
 
-def _finish(client: Any, name: str, intent: dict[str, Any], w: _Writer) -> None:
+def _finish(client: MlflowClient, name: str, intent: dict[str, Any], w: _Writer) -> None:
     """Everything after the champion alias moved; each step is idempotent."""
     to, previous = intent["to"], intent.get("previous")
     enc = encoder_name(name)
@@ -133,7 +140,7 @@ def _finish(client: Any, name: str, intent: dict[str, Any], w: _Writer) -> None:
     w("clear the intent", client.delete_registered_model_tag, name, INTENT_TAG)
 
 
-def repair(client: Any, name: str) -> list[str]:
+def repair(client: MlflowClient, name: str) -> list[str]:
     """Finish or drop a move that a crash interrupted; what was repaired, in words."""
     tags = model_tags(client, name)
     intent = _read_intent(tags)
@@ -155,7 +162,7 @@ def repair(client: Any, name: str) -> list[str]:
     ]
 
 
-def outside_move(client: Any, name: str, held: dict[str, str], tags: dict[str, str]) -> str | None:
+def outside_move(client: MlflowClient, name: str, held: dict[str, str], tags: dict[str, str]) -> str | None:
     """A warning when ``champion`` was moved by hand (UI or API) rather than by promote/rollback."""
     champ = held.get(CHAMPION)
     if champ is None or _read_intent(tags) is not None:
@@ -179,7 +186,7 @@ def outside_move(client: Any, name: str, held: dict[str, str], tags: dict[str, s
     )
 
 
-def _no_challenger(client: Any, name: str, held: dict[str, str]) -> TrackingError:
+def _no_challenger(client: MlflowClient, name: str, held: dict[str, str]) -> TrackingError:
     last = registry.last_registration(client, name)
     if last is None:
         return TrackingError(
@@ -200,7 +207,7 @@ def _check_force(force: bool, reason: str | None) -> None:
 
 
 def promote(
-    client: Any,
+    client: MlflowClient,
     name: str,
     metric: str,
     margin: float,
@@ -238,6 +245,7 @@ def promote(
     champ = get_version(client, name, champ_ver) if champ_ver else None
     warning = outside_move(client, name, held, model_tags(client, name))
 
+    gate: dict[str, Any]
     if champ is None:
         gate = {
             "passed": True,
@@ -292,7 +300,7 @@ def promote(
     )
 
 
-def rollback(client: Any, name: str, reason: str | None = None) -> Decision:
+def rollback(client: MlflowClient, name: str, reason: str | None = None) -> Decision:
     """Give ``champion`` back to ``previous-champion``; walk one step further back in the history."""
     held = aliases(client, name)
     if held is None:
@@ -342,7 +350,7 @@ def rollback(client: Any, name: str, reason: str | None = None) -> Decision:
     )
 
 
-def status(client: Any, name: str, history: int = 10) -> dict[str, Any]:
+def status(client: MlflowClient, name: str, history: int = 10) -> dict[str, Any]:
     """Aliases of the pair and its encoder, the gate results, the audit trail, and warnings."""
     held = aliases(client, name)
     if held is None:
@@ -363,7 +371,8 @@ def status(client: Any, name: str, history: int = 10) -> dict[str, Any]:
         want = _encoder_version(client, name, held.get(alias))
         if want and enc_held.get(alias) != want and intent is None:
             warnings.append(
-                f"{encoder_name(name)}@{alias} is {enc_held.get(alias)} but {name}@{alias}'s encoder is v{want}"
+                f"{encoder_name(name)}@{alias} is {enc_held.get(alias)} but {name}@{alias}'s encoder is "
+                f"v{want}"
             )
     versions = []
     try:

@@ -16,11 +16,11 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 
 class EncoderClassifierModel(PythonModel):
-    def load_context(self, context):  # noqa: ANN001 - MLflow inspects type hints; keep none
+    def load_context(self, context: PythonModelContext) -> None:
         import torch
 
         from aepipe.models.io import load_pair

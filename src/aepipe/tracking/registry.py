@@ -20,7 +20,7 @@ import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,8 @@ def _log_pyfunc(
         pip_requirements=pip_requirements(),
         tags=tags,
     )
-    return info.model_id
+    model_id: str = info.model_id
+    return model_id
 
 
 def log_candidate(
@@ -343,7 +344,7 @@ class Registered:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _version_tags(cand: Candidate) -> dict[str, str]:

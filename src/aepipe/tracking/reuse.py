@@ -26,7 +26,8 @@ def load_registered_autoencoder(
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as exc:
         raise TrackingError(
-            f"pretrain.init_from: cannot download {uri!r} ({str(exc)[:200]}); check the name/alias in the MLflow UI"
+            f"pretrain.init_from: cannot download {uri!r} ({str(exc)[:200]}); check the name/alias in the "
+            "MLflow UI"
         ) from None
     source = uri
     if uri.startswith("models:/") and "@" in uri:
@@ -41,15 +42,18 @@ def load_registered_autoencoder(
         ae_dir = None
     if ae_dir is None or not ae_dir.is_dir():
         raise ModelError(
-            f"pretrain.init_from: {uri!r} holds no autoencoder artifact; point it at an aepipe encoder model (<name>-encoder)"
+            f"pretrain.init_from: {uri!r} holds no autoencoder artifact; point it at an aepipe encoder model "
+            "(<name>-encoder)"
         )
     model = load_autoencoder(ae_dir)
     if tuple(model.spec.input_shape) != tuple(input_shape):
         raise ModelError(
-            f"pretrain.init_from: {source} takes images {model.spec.input_shape} but the data is {input_shape}; use an encoder trained on this data"
+            f"pretrain.init_from: {source} takes images {model.spec.input_shape} but the data is "
+            f"{input_shape}; use an encoder trained on this data"
         )
     if model.spec.name != variant:
         raise ModelError(
-            f"pretrain.init_from: {source} is a {model.spec.name!r} autoencoder but model.name is {variant!r}; set model.name: {model.spec.name}"
+            f"pretrain.init_from: {source} is a {model.spec.name!r} autoencoder but model.name is "
+            f"{variant!r}; set model.name: {model.spec.name}"
         )
     return model, source

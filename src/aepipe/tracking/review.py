@@ -21,15 +21,21 @@ def comparison(metric_name: str, value: float, champion: Champion | None, data_h
     if champion is None:
         return "No champion yet: this would be the first."
     if champion.data_hash and champion.data_hash != data_hash:
-        return f"Champion v{champion.version} was evaluated on other data ({champion.data_hash[:12]}); {metric_name} is not comparable."
+        return (
+            f"Champion v{champion.version} was evaluated on other data ({champion.data_hash[:12]}); "
+            f"{metric_name} is not comparable."
+        )
     if champion.metric is None:
         return f"Champion v{champion.version} has no {metric_name} recorded."
     delta = value - champion.metric
     word = "better than" if delta > 0 else "worse than" if delta < 0 else "equal to"
-    return f"{metric_name} {_pct(value)} vs champion v{champion.version} {_pct(champion.metric)}: {100 * delta:+.2f} points ({word})."
+    return (
+        f"{metric_name} {_pct(value)} vs champion v{champion.version} {_pct(champion.metric)}: "
+        f"{100 * delta:+.2f} points ({word})."
+    )
 
 
-def pretraining_words(uses_labels: bool, labels_used: Any) -> str:
+def pretraining_words(uses_labels: bool, labels_used: object) -> str:
     if uses_labels:
         return (
             f"pretrained WITH labels (the {labels_used} labelled training images also train a "
@@ -84,7 +90,8 @@ def model_card(
     rows = "\n".join(f"| {name} | {_pct(acc)} |" for name, acc in per_class.items())
     eff = (
         "\n".join(
-            f"| {r['labels_used']} | {_pct(r.get('val_accuracy'))} | {_pct(r.get('test_accuracy'))} | `{r['run_id'][:8]}` |"
+            f"| {r['labels_used']} | {_pct(r.get('val_accuracy'))} | {_pct(r.get('test_accuracy'))} | "
+            f"`{r['run_id'][:8]}` |"
             for r in label_efficiency
         )
         or "| (no other runs on this data yet) | | | |"
@@ -95,15 +102,26 @@ def model_card(
     uses_labels = bool(summary.get("pretrain_uses_labels"))
     if uses_labels:
         encoder_line = (
-            f"Encoder: **{summary['variant']}** autoencoder, pretrained on the training split WITH labels: the "
-            f"{summary['labels_used']} labelled images of `classifier.labels_per_class` also train a classifier "
-            "term in its loss (every other training image is used without its label)."
+            f"Encoder: **{summary['variant']}** autoencoder, pretrained on the training split WITH labels: "
+            f"the {summary['labels_used']} labelled images of `classifier.labels_per_class` also train a "
+            "classifier term in its loss (every other training image is used without its label)."
         )
     else:
         encoder_line = (
             f"Encoder: **{summary['variant']}** autoencoder, pretrained without labels on the training split."
         )
     counts = meta.get("counts", {})
+    source = (
+        f"`{meta['source']}` (source hash `{meta['source_hash'][:16]}`), "
+        f"prepared data hash `{meta['data_hash'][:16]}`"
+    )
+    splits = (
+        f"train {counts.get('train')}, validation {counts.get('val')}, test {counts.get('test')} "
+        f"(test split: {meta.get('test_split', 'n/a')})"
+    )
+    labels_seen = summary["labels_used"] if uses_labels else 0
+    epochs = f"{pretraining.get('epochs', '?')} epochs in {pretraining.get('seconds', '?')} s"
+    n_test = evaluation.get("n_test", "?")
     return f"""# Model card: {summary["name"]}
 
 ## Model
@@ -113,10 +131,10 @@ input uint8 images N×{"×".join(str(s) for s in meta["shape"])} (0-255), output
 per-class probabilities.
 
 ## Data
-- Source: `{meta["source"]}` (source hash `{meta["source_hash"][:16]}`), prepared data hash `{meta["data_hash"][:16]}`
+- Source: {source}
 - Classes ({len(meta["classes"])}): {", ".join(map(str, meta["classes"][:50]))}
-- Splits: train {counts.get("train")}, validation {counts.get("val")}, test {counts.get("test")} (test split: {meta.get("test_split", "n/a")})
-- Labels used to train the head: {summary["labels_used"]}; labels seen in pretraining: {summary["labels_used"] if uses_labels else 0}
+- Splits: {splits}
+- Labels used to train the head: {summary["labels_used"]}; labels seen in pretraining: {labels_seen}
 
 ## Training
 | param | value |
@@ -124,7 +142,7 @@ per-class probabilities.
 {hparams}
 
 Pretraining: final train loss {pretraining.get("final_train_loss", float("nan")):.5f}, validation loss
-{pretraining.get("final_val_loss", float("nan")):.5f}, {pretraining.get("epochs", "?")} epochs in {pretraining.get("seconds", "?")} s.
+{pretraining.get("final_val_loss", float("nan")):.5f}, {epochs}.
 Head selection (validation split only): validation accuracy {_pct(training.get("val_accuracy"))}.
 
 ## Metrics (test split, touched only by `evaluate`)
@@ -148,5 +166,5 @@ test metric: a margin over the champion and a paired exact McNemar test on the s
 ## Limitations
 - Trained and evaluated on one dataset; accuracy on other image distributions is unknown.
 - Inputs are resized by `aepipe predict` but not otherwise normalised beyond the training statistics.
-- Per-class accuracy comes from {evaluation.get("n_test", "?")} test images; small classes have wide error bars.
+- Per-class accuracy comes from {n_test} test images; small classes have wide error bars.
 """

@@ -6,13 +6,17 @@ unit tests the ``NullTracker``. Stage code never imports mlflow itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 class Tracker(Protocol):
     def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
 
@@ -25,7 +29,7 @@ class NullTracker:
     def log_params(self, params: dict[str, Any]) -> None:
         pass
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         pass
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
@@ -38,7 +42,11 @@ class NullTracker:
 class MlflowTracker:
     """Logs to one MLflow run through the client (no global active-run state)."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    # set on stage runs by lineage.stage_run: the execution's parent run and its experiment
+    parent_run_id: str
+    experiment_id: str
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
 
@@ -49,7 +57,7 @@ class MlflowTracker:
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100], synchronous=True)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import time
 
         from mlflow.entities import Metric

@@ -159,11 +159,12 @@ class StreamBatches:
     ) -> tuple[_Slot, int]:
         """Read rows ``[start, stop)`` or whole ``blocks`` into the slot after its front rows."""
         slot.wait()
-        spans = (
-            [(b * self.block_rows, min((b + 1) * self.block_rows, len(self.rows))) for b in blocks]
-            if blocks
-            else [(start, stop)]
-        )
+        if blocks:
+            spans = [(b * self.block_rows, min((b + 1) * self.block_rows, len(self.rows))) for b in blocks]
+        elif stop is not None:
+            spans = [(start, stop)]
+        else:
+            raise ValueError("_fill reads rows [start, stop) or whole blocks: give stop or blocks")
         pos = slot.front
         for lo, hi in spans:
             self.rows.read(lo, hi, slot.x.numpy()[pos : pos + hi - lo])
@@ -186,21 +187,27 @@ class StreamBatches:
         groups = [order[i : i + self.blocks_per_buffer] for i in range(0, len(order), self.blocks_per_buffer)]
         in_slot = self.device.type == "cpu"  # carried rows are written into the slot: no copy of the buffer
         slots = [self._slot(i, self.buffer_rows, batch_size if in_slot else 0) for i in range(2)]
-        pending = self.reader.submit(self._fill, slots[0], 0, blocks=groups[0]) if groups else None
-        carry_x = carry_y = None
+        if not groups:
+            return
+        pending = self.reader.submit(self._fill, slots[0], 0, blocks=groups[0])
+        carry_x: torch.Tensor | None = None
+        carry_y: torch.Tensor | None = None
         for g in range(len(groups)):
             slot, count = pending.result()
             kept = len(carry_x) if carry_x is not None else 0
             if in_slot:
-                if kept:
+                if carry_x is not None and kept:
                     slot.x[slot.front - kept : slot.front] = carry_x
-                    if self.y is not None:
+                    if self.y is not None and carry_y is not None:
                         slot.y[slot.front - kept : slot.front] = carry_y
                 x, y = self._upload(slot, slot.front - kept, slot.front + count)
             else:
                 x, y = self._upload(slot, 0, count)
-                if kept:
-                    x, y = torch.cat([carry_x, x]), torch.cat([carry_y, y]) if y is not None else None
+                if carry_x is not None and kept:
+                    x, y = (
+                        torch.cat([carry_x, x]),
+                        torch.cat([carry_y, y]) if y is not None and carry_y is not None else None,
+                    )
             if g + 1 < len(groups):  # the reader fills the other slot while this one trains
                 pending = self.reader.submit(self._fill, slots[(g + 1) % 2], 0, blocks=groups[g + 1])
             perm = torch.randperm(len(x), generator=generator).to(self.device, non_blocking=True)

@@ -54,7 +54,9 @@ def checkpoint_dir(stage: str, *key_parts: Any) -> Path:
 
 def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
     """Every RNG a training loop may draw from, as tensors and plain numbers."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple), "the global RandomState is always MT19937 (a legacy tuple)"
+    kind, keys, pos, has_gauss, gauss = legacy
     version, state, gauss_next = random.getstate()
     out: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -105,11 +107,13 @@ class Checkpointer:
         if not self.enabled or not self.path.is_file():
             return None
         try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
+            state: dict[str, Any] = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for corrupt files
             raise ModelError(
-                f"{self.path}: checkpoint cannot be loaded ({exc.__class__.__name__}: {exc}); delete it to start afresh"
+                f"{self.path}: checkpoint cannot be loaded ({exc.__class__.__name__}: {exc}); delete it to "
+                "start afresh"
             ) from None
+        return state
 
     @contextlib.contextmanager
     def applying(self) -> Iterator[None]:
@@ -119,8 +123,8 @@ class Checkpointer:
             yield
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise ModelError(
-                f"{self.path}: checkpoint does not fit this run ({exc.__class__.__name__}: {str(exc)[:300]}); "
-                f"was it written by other code? delete {self.directory} to start afresh"
+                f"{self.path}: checkpoint does not fit this run ({exc.__class__.__name__}: "
+                f"{str(exc)[:300]}); was it written by other code? delete {self.directory} to start afresh"
             ) from None
 
     def save(self, state: dict[str, Any]) -> None:

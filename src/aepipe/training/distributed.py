@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 import torch.distributed as dist
@@ -36,7 +37,7 @@ class DistEnv:
     local_rank: int = 0
 
     @classmethod
-    def from_env(cls) -> "DistEnv":
+    def from_env(cls) -> DistEnv:
         """The torchrun environment of this process (a single process when it is absent)."""
         try:
             return cls(
@@ -82,6 +83,10 @@ class DistEnv:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
+    @overload
+    def shard(self, t: torch.Tensor) -> torch.Tensor: ...
+    @overload
+    def shard(self, t: None) -> None: ...
     def shard(self, t: torch.Tensor | None) -> torch.Tensor | None:
         """This rank's slice of a global batch (slices differ by at most one row)."""
         if t is None or not self.enabled:

@@ -68,14 +68,15 @@ def fit_finetune(data: HeadData) -> FitResult:
     sample = torch.randperm(len(xt), generator=generator)[:TRAIN_ACCURACY_SAMPLE].to(device)
 
     def logits(x_u8: torch.Tensor) -> torch.Tensor:
-        return pair(x_u8.float().div_(255.0))
+        out: torch.Tensor = pair(x_u8.float().div_(255.0))
+        return out
 
     def train_epoch(epoch: int) -> torch.Tensor:
         frozen = epoch <= opts.head_epochs
         pair.train()
         autoencoder.train(not frozen)  # frozen: BatchNorm keeps its pretrained statistics
         decay = 0.5 * (1 + math.cos(math.pi * (epoch - 1) / opts.max_epochs))  # stateless: resume-safe
-        for group, lr in zip(opt.param_groups, base_lrs):
+        for group, lr in zip(opt.param_groups, base_lrs, strict=True):
             group["lr"] = lr * decay
         if frozen:
             opt.param_groups[0]["lr"] = 0.0

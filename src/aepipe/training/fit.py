@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,12 +17,15 @@ from torch import nn
 from aepipe.config import ClassifierConfig
 from aepipe.training.checkpoint import Checkpointer
 
+if TYPE_CHECKING:
+    from aepipe.models.base import AutoEncoder
+
 
 @dataclass
 class HeadData:
     """What a head trainer gets from the train stage. Heads on frozen features use the features;
-    ``finetune`` and ``semisup`` also read the images (``data_dir``, rows ``picked`` of the train split) and the
-    pretrained autoencoder (``model_dir``)."""
+    ``finetune`` and ``semisup`` also read the images (``data_dir``, rows ``picked`` of the train
+    split) and the pretrained autoencoder (``model_dir``)."""
 
     f_train: np.ndarray
     y_train: np.ndarray
@@ -49,4 +52,4 @@ class FitResult:
     curve: list[dict[str, float]]
     info: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
-    autoencoder: nn.Module | None = None
+    autoencoder: AutoEncoder | None = None

@@ -26,7 +26,8 @@ def fit_linear(data: HeadData) -> FitResult:
     module = LinearClassifier(f_train.shape[1], n_classes)
     mean, scale = module.set_stats(f_train)
     zt, zv = ((f_train - mean) / scale).astype(np.float32), ((data.f_val - mean) / scale).astype(np.float32)
-    curve, best = [], None
+    curve: list[dict[str, float]] = []
+    best = None
     # Weakest regularisation last, each fit warm-started from the previous: far fewer L-BFGS
     # iterations than cold starts on 50k x 1k features.
     clf = LogisticRegression(max_iter=data.cfg.linear.max_iter, random_state=data.seed, warm_start=True)

@@ -95,7 +95,7 @@ class EpochCheckpoint:
     def resume(self) -> tuple[int, list[dict[str, Any]], bool]:
         """(epochs done, curve so far, whether early stopping had already ended the run)."""
         state = self.checkpoint.load() if self.checkpoint is not None else None
-        if state is None:
+        if state is None or self.checkpoint is None:
             return 0, [], False
         with self.checkpoint.applying():
             self.module.load_state_dict(state["model"])

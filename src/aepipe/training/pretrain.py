@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from aepipe import signals
 from aepipe.config import PretrainConfig
 from aepipe.errors import ModelError
 from aepipe.models.base import AutoEncoder
-from aepipe.training.batches import Rows, Source, choose_mode, make_source
+from aepipe.training.batches import Batch, Rows, Source, choose_mode, make_source
 from aepipe.training.checkpoint import Checkpointer, capture_rng, cpu_state, restore_rng
 from aepipe.training.device import (
     PROGRESS_DELAY_S,
@@ -73,7 +73,8 @@ def evaluate_loss(
     model.eval()
     batches = x_u8.ordered(batch_size) if hasattr(x_u8, "ordered") else _slices(x_u8, labels, batch_size)
     device = next(model.parameters()).device
-    total, parts_total, n = torch.zeros((), device=device), {}, 0
+    parts_total: dict[str, torch.Tensor] = {}
+    total, n = torch.zeros((), device=device), 0
     for xb_u8, yb in batches:
         xb = to_float(xb_u8, channels_last)
         with autocast(device):
@@ -85,7 +86,7 @@ def evaluate_loss(
     return float(total) / max(n, 1), {k: float(v) / max(n, 1) for k, v in parts_total.items()}
 
 
-def _slices(x: torch.Tensor, y: torch.Tensor | None, batch_size: int):  # noqa: ANN202 - generator
+def _slices(x: torch.Tensor, y: torch.Tensor | None, batch_size: int) -> Iterator[Batch]:
     for start in range(0, len(x), batch_size):
         yield x[start : start + batch_size], y[start : start + batch_size] if y is not None else None
 
@@ -201,7 +202,11 @@ def _pretrain(
                     signals.stop()
                 if extra_x is not None:
                     xb_u8 = torch.cat([xb_u8, torch.index_select(extra_x, 0, extra)])
-                    yb = torch.cat([yb, torch.index_select(extra_y, 0, extra)]) if yb is not None else None
+                    yb = (
+                        torch.cat([yb, torch.index_select(extra_y, 0, extra)])
+                        if yb is not None and extra_y is not None
+                        else None
+                    )
                 if (
                     not dist.enabled or len(xb_u8) >= 2 * dist.world
                 ):  # a last batch too small to split over the ranks is skipped
@@ -343,7 +348,8 @@ def _resume(
     low, high = dist.agree(state["epoch"] if state else 0)
     if low != high:
         raise ModelError(
-            f"ranks found different checkpoints (epochs {low} to {high}) in {checkpoint.directory if checkpoint else '?'}; "
+            f"ranks found different checkpoints (epochs {low} to {high}) in "
+            f"{checkpoint.directory if checkpoint else '?'}; "
             "put AEPIPE_CHECKPOINT_DIR on storage every node shares"
         )
     if not state:

@@ -52,10 +52,10 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     """teacher <- decay x teacher + (1 - decay) x student for parameters; buffers (BatchNorm
     statistics, counters) are copied, since the student's running statistics are already
     averages."""
-    for t, s in zip(teacher.parameters(), student.parameters()):
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         t.lerp_(s, 1.0 - decay)
-    for t, s in zip(teacher.buffers(), student.buffers()):
-        t.copy_(s)
+    for tb, sb in zip(teacher.buffers(), student.buffers(), strict=True):
+        tb.copy_(sb)
 
 
 def confident(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -133,7 +133,8 @@ def fit_semisup(data: HeadData) -> FitResult:
 
     def teacher_logits(x_u8: torch.Tensor) -> torch.Tensor:
         with autocast(device):
-            return teacher(unit(x_u8)).float()
+            out: torch.Tensor = teacher(unit(x_u8))
+            return out.float()
 
     def train_epoch(epoch: int) -> torch.Tensor:
         teacher.eval()
@@ -145,7 +146,7 @@ def fit_semisup(data: HeadData) -> FitResult:
         )  # loss, labelled loss, unlabelled loss, masked, right, conf of wrong
         for step in range(opts.steps_per_epoch):
             decay = cosine((epoch - 1) * opts.steps_per_epoch + step, total_steps)
-            for group, lr in zip(opt.param_groups, base_lrs):
+            for group, lr in zip(opt.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * decay
             li = order[step * n_lab : (step + 1) * n_lab].to(device)
             ui = torch.randint(len(x_all), (n_unl,), generator=generator).to(device)
