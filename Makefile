@@ -47,8 +47,11 @@ run: $(VENV)/.installed
 	@echo
 	@aepipe summary
 
+# Two workers, one test file each (module fixtures such as a whole pipeline run are built once per
+# file); TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Formatting is checked, never applied, in CI: run `ruff format .` before committing. Then the
 # linter (rules in pyproject [tool.ruff.lint]) and mypy --strict on src/aepipe ([tool.mypy]).

@@ -25,6 +25,10 @@ os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@aepipe.invalid")
 # The unit tests' models are tiny: one thread is faster, and on a loaded machine two OpenMP
 # threads spin-waiting for each other made the suite 2x slower (58 s vs 130 s on 2 shared cores).
 torch.set_num_threads(1)
+# The same for the stages the tests run as subprocesses (aepipe, dvc repro, kfp.local tasks): the suite
+# runs in two pytest-xdist workers on two cores, so one thread per process keeps the cores busy
+# without oversubscribing them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
