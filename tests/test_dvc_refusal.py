@@ -127,7 +127,9 @@ def test_refused_stages_keep_outputs_and_deps_rerun_what_changed(repo_copy: Path
 
     assert touched("src/aepipe/tracking/review.py") == {"register"}
     assert touched("src/aepipe/plots.py") == {"pretrain", "evaluate", "register"}
-    assert touched("src/aepipe/models/backbone.py") == set(STAGES)  # config validates every variant
+    # params validate without the models (their options live in aepipe.options): prepare never runs them
+    assert touched("src/aepipe/models/backbone.py") == set(STAGES) - {"prepare"}
+    assert touched("src/aepipe/options.py") == set(STAGES)  # every stage validates the variant options
     assert touched("src/aepipe/config.py") == set(STAGES)
     assert touched("src/aepipe/predict.py") == {"register"}  # shipped in the registered model only
     assert status(repo_copy) == set()

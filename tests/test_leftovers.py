@@ -56,8 +56,9 @@ def test_sigkill_during_extract_then_the_next_run_cleans_up(
 ) -> None:
     from aepipe.cli import main
 
-    # small batches: extraction lasts long enough to be caught with its temp dir open
-    params_text = "model:\n  name: conv\n  width: 4\npretrain:\n  epochs: 1\nevaluate:\n  batch_size: 8\n"
+    # batches of one image: extraction lasts long enough (seconds) to be caught with its temp dir open,
+    # also on a quiet machine (with batches of 8 a quiet CI machine finished within the 0.3 s wait)
+    params_text = "model:\n  name: conv\n  width: 4\npretrain:\n  epochs: 1\nevaluate:\n  batch_size: 1\n"
     (tmp_path / "params.yaml").write_text(params_text)
     params = parse_params({"model": {"name": "conv", "width": 4}, "pretrain": {"epochs": 1}})
     prepare.run(params, tmp_path / "data")
@@ -82,7 +83,7 @@ def test_sigkill_during_extract_then_the_next_run_cleans_up(
         temps = list(tmp_path.glob(".features.*.tmp"))
         time.sleep(0.005)
     assert temps, f"extract ended before its temp dir showed up: {proc.stderr.read().decode()[-2000:]}"
-    time.sleep(0.3)  # let it write into the temp dir
+    time.sleep(0.05)  # let it write into the temp dir (batches of one image: it lasts seconds)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL

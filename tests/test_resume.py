@@ -93,7 +93,7 @@ def test_killed_pretraining_resumes_to_the_uninterrupted_result(digits: Path) ->
     run_cli(args, killed, kill_after_checkpoint=True)
     assert not (killed / "pretrain.json").exists() and list((killed / "checkpoints").glob("*/last.pt"))
     start = time.perf_counter()
-    result = json.loads(run_cli(args, killed).stdout)
+    result = json.loads(run_cli([*args, "--json"], killed).stdout)
     print(
         f"resumed pretraining from epoch {result['resumed_from_epoch']} in {time.perf_counter() - start:.1f} "
         "s"
@@ -142,7 +142,7 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_result(digits: Path) -> 
     killed = setup_run(digits, "train-killed", head)
     run_cli(args, killed, kill_after_checkpoint=True)
     assert not (killed / "train.json").exists()
-    result = json.loads(run_cli(args, killed).stdout)
+    result = json.loads(run_cli([*args, "--json"], killed).stdout)
     assert result["resumed_from_epoch"] >= 1
     assert (killed / "train.json").read_text() == (straight / "train.json").read_text()
     assert (killed / "plots/train_curve.csv").read_text() == (straight / "plots/train_curve.csv").read_text()

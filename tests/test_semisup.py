@@ -185,7 +185,7 @@ def test_killed_semisup_training_resumes_to_the_uninterrupted_result(pretrained:
     killed = setup_run(pretrained, "semisup-killed", head)
     run_cli(args, killed, kill_after_checkpoint=True)
     assert not (killed / "train.json").exists()
-    result = json.loads(run_cli(args, killed).stdout)
+    result = json.loads(run_cli([*args, "--json"], killed).stdout)
     assert result["resumed_from_epoch"] >= 1
     assert (killed / "train.json").read_text() == (straight / "train.json").read_text()
     assert (killed / "plots/train_curve.csv").read_text() == (straight / "plots/train_curve.csv").read_text()
