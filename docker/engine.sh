@@ -70,6 +70,11 @@ case "$cmd" in
       echo "dockerd (pid $pid) still running after 30 s; sending SIGKILL" >&2
       kill -KILL "$pid" 2>/dev/null || true
     fi
+    # dockerd leaves its default network namespace bind-mounted under the exec root: unmount it, so
+    # that DIR can be removed (CI removes it; `rm -rf` otherwise fails with "Device or resource busy")
+    for ns in "$dir"/exec/netns/*; do
+      [[ -e "$ns" ]] && { umount "$ns" 2>/dev/null || true; }
+    done
     echo "dockerd stopped (pid $pid)" >&2
     ;;
   *)
