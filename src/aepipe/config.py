@@ -149,7 +149,8 @@ class PretrainConfig(Section):
     compile: Literal["auto"] | bool = Field(
         "auto",
         description="torch.compile the model (the first steps pay the compilation); auto = when the run "
-        "has enough steps to pay for it on this device type (measured: CPU yes from 4,000 steps, CUDA never)",
+        "has enough steps to pay for it on this device type (no device type has a reliable break-even "
+        'yet, so auto does not compile; README "Fast paths")',
     )
     threads: Literal["auto"] | int = Field(
         "auto",

@@ -50,15 +50,18 @@ class FastPaths:
 # Measured, not assumed (README "Performance and scale" has the figures and how they were taken):
 # - cuda: NHWC and bf16 feed the tensor cores; torch.compile stays opt-in as it was (not measured
 #   on a GPU in this project: no GPU was lent).
-# - cpu (2-core AMD EPYC, AVX2, oneDNN; bench/speedrun.py --settings): channels_last makes a
-#   pretraining step of the default model x1.2 faster; bf16 autocast x0.2 (5x slower: AVX2 has no
-#   bf16 arithmetic, every op converts); torch.compile x1.4 per step once compiled, but the
-#   compilation costs as much as about COMPILE_BREAK_EVEN steps save, so auto compiles only runs
-#   of at least twice that many steps (the default 30 MNIST epochs: yes; the fast preset: no).
-COMPILE_BREAK_EVEN = 2000
+# - cpu (2-core AMD EPYC, AVX2, oneDNN; bench/speedrun.py --settings and bench/throughput.py):
+#   bf16 autocast is slower in every measurement (x0.2-x0.76: AVX2 has no bf16 arithmetic, every
+#   op converts), so it is off. channels_last measured x1.15 and x1.2 per pretraining step in two
+#   sessions, x1.00 and x0.93 in two others (all on a shared, loaded machine) and x1.99 for
+#   extraction: on, as the speedrun figures were taken with it. torch.compile measured x1.06-x1.4
+#   per step once compiled in earlier sessions but x0.91 (and 58 s of compilation) on 2026-12-01:
+#   no reliable break-even, so auto does not compile on CPU (compile_from_steps None) until a
+#   quiet-machine measurement sets one; `pretrain.compile: true` opts in.
+COMPILE_BREAK_EVEN: int | None = None  # steps whose savings pay for the compilation, once measured reliably
 FAST_PATHS: dict[str, FastPaths] = {
     "cuda": FastPaths(channels_last=True, bf16_autocast=True, compile_from_steps=None),
-    "cpu": FastPaths(channels_last=True, bf16_autocast=False, compile_from_steps=2 * COMPILE_BREAK_EVEN),
+    "cpu": FastPaths(channels_last=True, bf16_autocast=False, compile_from_steps=COMPILE_BREAK_EVEN),
 }
 PLAIN = FastPaths(channels_last=False, bf16_autocast=False, compile_from_steps=None)  # unmeasured types
 
