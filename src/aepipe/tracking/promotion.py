@@ -206,6 +206,18 @@ def _check_force(force: bool, reason: str | None) -> None:
         raise TrackingError("--force needs --reason TEXT: a forced promotion records why")
 
 
+def _aliases_repaired(client: MlflowClient, name: str) -> tuple[dict[str, str], list[str]]:
+    """The model's aliases after finishing any alias move a crash interrupted, and what was repaired;
+    a model that does not exist is an error (promote and rollback need one)."""
+    held = aliases(client, name)
+    if held is None:
+        raise TrackingError(f"registered model {name!r} does not exist; run the pipeline (`dvc repro`) first")
+    repaired = repair(client, name)
+    if repaired:
+        held = aliases(client, name) or {}
+    return held, repaired
+
+
 def promote(
     client: MlflowClient,
     name: str,
@@ -220,12 +232,7 @@ def promote(
     from aepipe.tracking.gate import run_gate
 
     _check_force(force, reason)
-    held = aliases(client, name)
-    if held is None:
-        raise TrackingError(f"registered model {name!r} does not exist; run the pipeline (`dvc repro`) first")
-    repaired = repair(client, name)
-    if repaired:
-        held = aliases(client, name) or {}
+    held, repaired = _aliases_repaired(client, name)
     if version is not None:
         cand = get_version(client, name, str(version))
         if cand is None:
@@ -302,12 +309,7 @@ def promote(
 
 def rollback(client: MlflowClient, name: str, reason: str | None = None) -> Decision:
     """Give ``champion`` back to ``previous-champion``; walk one step further back in the history."""
-    held = aliases(client, name)
-    if held is None:
-        raise TrackingError(f"registered model {name!r} does not exist; run the pipeline (`dvc repro`) first")
-    repaired = repair(client, name)
-    if repaired:
-        held = aliases(client, name) or {}
+    held, repaired = _aliases_repaired(client, name)
     if PREVIOUS not in held:
         raise TrackingError(f"registered model {name!r} has no {PREVIOUS!r} alias: nothing to roll back to")
     prev = get_version(client, name, held[PREVIOUS])
