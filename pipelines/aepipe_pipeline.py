@@ -16,11 +16,11 @@ from kfp import dsl, kubernetes
 
 from aepipe.config import KubeflowConfig, Params, TaskResources
 from aepipe.kfp_support import GPU_ENV, params_to_json
+from aepipe.options import ENCODER_HEADS
 from components import evaluate, extract, finalize, prepare, pretrain, pretrain_pytorchjob, register, train
 
 PIPELINE_NAME = "aepipe"
 EXIT_HANDLER = "stages"  # the group holding every stage (compiled as the sub-DAG exit-handler-1)
-FINETUNE_HEADS = ("finetune", "semisup")  # heads that train the encoder, so their train task is a GPU task
 # A retry re-runs a task from its inputs, which is safe for every stage that only writes its own
 # outputs (pretrain resumes from its checkpoint). register moves the challenger alias and ends the
 # MLflow run: it never retries. finalize is the exit task.
@@ -33,7 +33,7 @@ def gpu_stages(params: Params) -> set[str]:
     """Training tasks: pretrain always (unless a PyTorchJob trains it), train when the head
     fine-tunes the encoder."""
     stages = set() if params.kubeflow.pytorchjob.in_pipeline else {"pretrain"}
-    if params.classifier.resolved_head in FINETUNE_HEADS:
+    if params.classifier.resolved_head in ENCODER_HEADS:  # the head trains the encoder: a GPU task
         stages.add("train")
     return stages if params.kubeflow.accelerator_limit > 0 else set()
 

@@ -191,6 +191,15 @@ def test_finetune_head_makes_train_a_gpu_task_and_limit_zero_turns_gpus_off(tmp_
     assert "/dev/shm" in {m["mountPath"] for m in k8s(docs)["train"]["emptyDirMounts"]}
     no_gpu = apply_overrides(params, ["kubeflow.accelerator_limit=0"])
     assert gpu_tasks(compile_params(no_gpu, tmp_path)) == set()
+    # every head that trains the encoder, and auto when it resolves to one (few labels), gets the GPU
+    for overrides in (["classifier.head=semisup"], ["classifier.labels_per_class=10"]):
+        assert gpu_tasks(compile_params(apply_overrides(params, overrides), tmp_path)) == {
+            "pretrain",
+            "train",
+        }
+    assert gpu_tasks(compile_params(apply_overrides(params, ["classifier.head=mlp"]), tmp_path)) == {
+        "pretrain"
+    }
 
 
 def test_image_comes_from_flag_then_env_then_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,3 +90,6 @@ VARIANT_OPTIONS: dict[str, type[BaseModel]] = {
 
 # classifier.head values (besides ``auto``); their settings are ``classifier.<name>`` in aepipe.config.
 HEAD_NAMES: tuple[str, ...] = ("linear", "mlp", "finetune", "semisup")
+# Heads that train the encoder too: their train task needs the GPU the pretrain task gets (the
+# Kubeflow pipeline reads this without importing torch; aepipe.models.heads.HEADS is built from it).
+ENCODER_HEADS: tuple[str, ...] = ("finetune", "semisup")

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from aepipe.options import ENCODER_HEADS
+
 
 class Standardized(nn.Module):
     """Holds the feature mean/scale of the training split and applies them."""
@@ -85,9 +87,12 @@ class Head:
 
 # The names are aepipe.options.HEAD_NAMES and those of aepipe.training.trainers.TRAINERS
 # (tests/test_layers.py checks that the three agree).
+_MODULES: dict[str, type[nn.Module]] = {
+    "linear": LinearClassifier,
+    "mlp": MLPClassifier,
+    "finetune": LinearClassifier,
+    "semisup": LinearClassifier,
+}
 HEADS: dict[str, Head] = {
-    "linear": Head(LinearClassifier),
-    "mlp": Head(MLPClassifier),
-    "finetune": Head(LinearClassifier, trains_encoder=True),
-    "semisup": Head(LinearClassifier, trains_encoder=True),
+    name: Head(module, trains_encoder=name in ENCODER_HEADS) for name, module in _MODULES.items()
 }
