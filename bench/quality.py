@@ -80,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seeds", type=int, default=3, help="seeds of the labelled subset per 100/1000-label cell (0..N-1)"
     )
     p.add_argument(
+        "--control-seeds",
+        type=int,
+        default=None,
+        help="seeds for the untrained controls' 100/1000-label cells (default: --seeds); fewer keeps "
+        "a long run affordable, and the table marks those cells with their n",
+    )
+    p.add_argument(
         "--rows",
         default="baselines,pretrained,controls",
         help="which row kinds to run: baselines, pretrained, controls (comma-separated; two processes "
@@ -383,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--columns: unknown {', '.join(bad)}; known: {', '.join(COLUMNS + OPTIONAL_COLUMNS)}")
     if args.seeds < 1:
         sys.exit("--seeds must be >= 1")
+    if args.control_seeds is not None and not 1 <= args.control_seeds <= args.seeds:
+        sys.exit(f"--control-seeds must be between 1 and --seeds ({args.seeds})")
     kinds = set(args.rows.split(","))
     if not kinds or kinds - {"baselines", "pretrained", "controls"}:
         sys.exit(f"--rows {args.rows!r}: a comma-separated subset of baselines, pretrained, controls")
@@ -424,7 +433,11 @@ def main(argv: list[str] | None = None) -> int:
         return bench.encoder(with_overrides(cell, keep), trained)
 
     def run_column(
-        params: Any, column: str, encoder_for: Callable[[Any], dict[str, Any]], column_of_pixels: bool = False
+        params: Any,
+        column: str,
+        encoder_for: Callable[[Any], dict[str, Any]],
+        column_of_pixels: bool = False,
+        n_seeds: int = args.seeds,
     ) -> Any:
         """All labels: one cell. A label budget: one cell per seed of the labelled subset."""
         head = column.partition(":")[2]
@@ -435,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             probe_of_encoder = head == "linear" and not column_of_pixels
             return bench.head(cell, encoder_for(cell), score_with_evaluate=evaluate_it or probe_of_encoder)
         cells = []
-        for seed in seeds:
+        for seed in seeds[:n_seeds]:
             cell = cell_params(params, column, seed)
             cells.append(bench.head(cell, encoder_for(cell), score_with_evaluate=evaluate_it))
         return cells
@@ -487,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             for col in columns:
                 if not trained and col.endswith(":finetune"):
                     continue  # fine-tuning random weights is the supervised CNN row
-                row[col] = run_column(params, col, encoder_for)
+                n_seeds = args.seeds if trained else (args.control_seeds or args.seeds)
+                row[col] = run_column(params, col, encoder_for, n_seeds=n_seeds)
             if isinstance(row.get("all:linear"), dict):
                 row["recon_mse"] = row["all:linear"].get("recon_mse")
             rows.append(row)

@@ -95,6 +95,19 @@ def test_quality_table_has_every_row_group_and_a_result_line(tmp_path: Path) -> 
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert [line for line in again.stdout.splitlines() if line.startswith("| ")] == table
     assert "  head-" not in again.stdout and "  pretrained:" not in again.stdout  # nothing recomputed
+    # --control-seeds 1: the controls' budget cells are seed 0's alone, marked with their n
+    both = json.loads((tmp_path / "out" / "table.json").read_text())  # the 2-seed run's cells
+    fewer = subprocess.run(
+        [*cmd, "--control-seeds", "1"], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert fewer.returncode == 0, fewer.stderr[-3000:]
+    rows = {
+        r.split(" | ")[0].strip("| "): r.split(" | ") for r in fewer.stdout.splitlines() if r.startswith("| ")
+    }
+    ctrl = next(r for r in both if r["name"] == "conv: untrained control")
+    assert rows["conv: untrained control"][6] == f"{100 * ctrl['l10:semisup'][0]['test']:.2f} (n=1)"
+    assert rows["conv"] == table[names.index("conv") + 1].split(" | ")  # pretrained rows keep 2 seeds
+    assert "  head-" not in fewer.stdout  # seed 0's cells came from the cache
 
 
 def test_the_cache_key_follows_the_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,14 @@ from torch import nn
 from aepipe.config import parse_params
 from aepipe.models.io import FINETUNED, load_autoencoder, load_head, load_pair
 from aepipe.stages import evaluate, extract, prepare, pretrain, train
-from aepipe.training.semisup import confident, cosine, ema_update, masked_cross_entropy
+from aepipe.training.semisup import (
+    ClassBalance,
+    Curriculum,
+    confident,
+    cosine,
+    ema_update,
+    masked_cross_entropy,
+)
 from tests.test_resume import run_cli, setup_run, weights
 
 
@@ -56,6 +63,51 @@ def test_ema_update_moves_parameters_by_one_minus_decay_and_copies_buffers() -> 
     for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         assert torch.equal(t, s)
     assert not any(p.grad is not None for p in teacher.parameters())
+
+
+def test_distribution_alignment_lifts_the_class_the_model_under_predicts() -> None:
+    """Labelled subset: classes equally frequent. The model gives class 2 little mass; after
+    alignment class 2 gains confidence, rows still sum to 1, and the running mean moves by
+    (1 - momentum) toward each batch's mean, starting from the labelled frequencies."""
+    balance = ClassBalance(torch.tensor([5, 5, 5, 5]), momentum=0.5)
+    torch.testing.assert_close(balance.running, torch.full((4,), 0.25))
+    batch = torch.tensor([[0.7, 0.2, 0.05, 0.05], [0.2, 0.7, 0.05, 0.05], [0.45, 0.1, 0.4, 0.05]])
+    aligned = balance.align(batch)
+    torch.testing.assert_close(balance.running, 0.5 * torch.full((4,), 0.25) + 0.5 * batch.mean(0))
+    torch.testing.assert_close(aligned.sum(1), torch.ones(3))
+    assert aligned[2].argmax() == 2 and batch[2].argmax() == 0  # the under-predicted class wins row 3
+    assert torch.all(aligned[:, 2] > batch[:, 2]) and torch.all(aligned[:, 0] < batch[:, 0])
+    for _ in range(200):  # the same batch again and again: the running mean converges to its mean
+        balance.align(batch)
+    torch.testing.assert_close(balance.running, batch.mean(0))
+    unchanged = ClassBalance(torch.tensor([1, 1, 1, 1]), momentum=0.5)  # predictions already balanced
+    even = torch.tensor(
+        [[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1], [0.1, 0.1, 0.1, 0.7]]
+    )
+    torch.testing.assert_close(unchanged.align(even), even)
+    saved = nn.ModuleDict({"balance": balance}).state_dict()  # checkpointed with the models
+    assert set(saved) == {"balance.running", "balance.target"}
+    assert torch.equal(saved["balance.running"], balance.running)
+
+
+def test_class_thresholds_are_lower_for_the_classes_learnt_less() -> None:
+    """FlexMatch: nothing predicted yet -> every threshold 0 (warm-up); then class c's threshold
+    is 0.9 x beta / (2 - beta), beta = its confident count / max(largest count, unpredicted)."""
+    curriculum = Curriculum(n_unlabelled=10, n_classes=3, threshold=0.9)
+    assert curriculum.thresholds().tolist() == [0.0, 0.0, 0.0]
+    index = torch.arange(6)
+    pseudo = torch.tensor([0, 0, 0, 1, 1, 2])
+    conf = torch.tensor([0.95, 0.95, 0.95, 0.95, 0.5, 0.95])
+    assert curriculum.mask(index, pseudo, conf).all()  # warm-up: every threshold was 0
+    assert curriculum.predicted.tolist() == [0, 0, 0, 1, -1, 2, -1, -1, -1, -1]  # 0.5 < 0.9: not recorded
+    beta = torch.tensor([3, 1, 1]) / 5  # 5 images still unpredicted > the largest count, 3
+    torch.testing.assert_close(curriculum.thresholds(), 0.9 * beta / (2 - beta))
+    # every image predicted (counts 6, 2, 2): beta = 1, 1/3, 1/3; the most learnt class gets 0.9
+    curriculum.mask(torch.arange(10), torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 2, 2]), torch.full((10,), 0.99))
+    torch.testing.assert_close(curriculum.thresholds(), 0.9 * torch.tensor([1.0, 0.2, 0.2]))
+    keep = curriculum.mask(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([0.8, 0.8]))
+    assert keep.tolist() == [False, True]  # 0.8 passes the less-learnt class 1's threshold only
+    assert curriculum.predicted[:2].tolist() == [0, 0]  # below 0.9: the record is unchanged
 
 
 def test_the_learning_rate_follows_half_a_cosine_over_the_run() -> None:

@@ -250,7 +250,7 @@ class AugmentConfig(Section):
     translate: float = Field(0.1, ge=0.0, le=0.5, description="strong view: largest shift, share of the side")
     contrast: float = Field(0.5, ge=0.0, le=1.0, description="strong view: contrast factor in [1 - c, 1 + c]")
     cutout: float = Field(
-        0.4,
+        0.2,
         ge=0.0,
         le=1.0,
         description="strong view: side of the square set to background, share of the side",
@@ -274,7 +274,7 @@ class SemisupHeadConfig(Section):
     steps_per_epoch: int = Field(
         100, ge=1, description="steps between validations/checkpoints (an epoch of this head)"
     )
-    max_epochs: int = Field(20, ge=1, le=10_000, description="the cosine schedule spans this many epochs")
+    max_epochs: int = Field(40, ge=1, le=10_000, description="the cosine schedule spans this many epochs")
     patience: int = Field(
         10, ge=1, description="stop after this many epochs without a better validation accuracy (EMA model)"
     )
@@ -291,6 +291,25 @@ class SemisupHeadConfig(Section):
     pseudo_labels: Literal["student", "teacher"] = Field(
         "student",
         description="which model reads the weak view: the student (FixMatch) or the EMA teacher",
+    )
+    distribution_alignment: bool = Field(
+        True,
+        description="scale the weak-view probabilities by (labelled class frequencies / running mean of "
+        "the predicted ones) before thresholding (ReMixMatch's distribution alignment), so a class the "
+        "model under-predicts is not absorbed into its neighbours",
+    )
+    class_thresholds: bool = Field(
+        False,
+        description="FlexMatch's curriculum: class c's threshold is threshold x M(beta_c), beta_c the share "
+        "of unlabelled images confidently predicted as c (relative to the most learnt class, or to the "
+        "images not yet confidently predicted while those are more), M(b) = b / (2 - b); classes the model "
+        "has learnt less get lower thresholds",
+    )
+    alignment_momentum: float = Field(
+        0.99,
+        ge=0.0,
+        lt=1.0,
+        description="running mean of predicted class probabilities: m x mean + (1 - m) x batch",
     )
     init_head: Literal["probe", "random"] = Field(
         "probe",

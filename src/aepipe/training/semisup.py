@@ -9,6 +9,12 @@ augmented view of the same image (affine, contrast, cutout: ``aepipe.training.au
 loss is cross-entropy on the labelled images plus ``unlabelled_weight`` x the masked
 cross-entropy on the strong views (averaged over all unlabelled images, as in FixMatch).
 
+Two options act on the weak-view probabilities before the threshold: ``distribution_alignment``
+(ReMixMatch; on by default) rescales them by the labelled subset's class frequencies over a
+running mean of the predicted ones (``ClassBalance``), and ``class_thresholds`` (FlexMatch; off)
+lowers the threshold of the classes the model has confidently predicted least (``Curriculum``).
+Both keep their state in buffers checkpointed with the models.
+
 Start: the pretrained autoencoder's encoder and, by default, the linear probe fitted on the
 labelled features (so the first pseudo-labels are as good as the probe). A teacher holds an
 exponential moving average of the student's weights (``ema_decay`` per step); it is what is
@@ -71,6 +77,61 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torc
     return (per_row * mask.float()).sum() / max(len(mask), 1)
 
 
+class ClassBalance(nn.Module):
+    """Distribution alignment (ReMixMatch): a running mean of the class probabilities the
+    pseudo-label reader gives unlabelled weak views, kept as a buffer so it is checkpointed and
+    early-stopped with the models; ``align`` rescales a batch's probabilities by target / that
+    mean, so a class predicted less often than the labelled subset's frequency gains confidence
+    and one predicted more often loses it."""
+
+    running: torch.Tensor
+    target: torch.Tensor
+
+    def __init__(self, target: torch.Tensor, momentum: float) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("target", target.float() / target.sum())
+        self.register_buffer("running", self.target.clone())
+
+    @torch.no_grad()
+    def align(self, probs: torch.Tensor) -> torch.Tensor:
+        self.running.lerp_(probs.mean(dim=0), 1.0 - self.momentum)
+        scaled = probs * (self.target / self.running.clamp_min(1e-6))
+        return scaled / scaled.sum(dim=1, keepdim=True)
+
+
+class Curriculum(nn.Module):
+    """FlexMatch's curriculum pseudo-labelling: per-class thresholds from how well each class is
+    learnt. ``predicted`` holds, per unlabelled image, the last class it was predicted as with
+    confidence above the fixed threshold (-1: never), a buffer checkpointed with the models.
+    beta_c = (images whose ``predicted`` is c) / max(largest such count, images still at -1) (the
+    threshold warm-up: while most images are unpredicted every beta is small), and class c's
+    threshold is threshold x beta_c / (2 - beta_c): low for a class the model has learnt less,
+    the fixed threshold for the best-learnt one once most images are predicted."""
+
+    predicted: torch.Tensor
+
+    def __init__(self, n_unlabelled: int, n_classes: int, threshold: float) -> None:
+        super().__init__()
+        self.n_classes, self.threshold = n_classes, threshold
+        self.register_buffer("predicted", torch.full((n_unlabelled,), -1, dtype=torch.long))
+
+    def thresholds(self) -> torch.Tensor:
+        seen = self.predicted >= 0
+        counts = torch.bincount(self.predicted[seen], minlength=self.n_classes).float()
+        beta = counts / torch.maximum(counts.max(), (~seen).sum().float()).clamp_min(1.0)
+        return self.threshold * beta / (2.0 - beta)
+
+    @torch.no_grad()
+    def mask(self, index: torch.Tensor, pseudo: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+        """The images of this batch whose confidence reaches their pseudo-label's threshold;
+        then records the ones above the fixed threshold."""
+        keep = conf >= self.thresholds()[pseudo]
+        over = conf >= self.threshold
+        self.predicted[index[over]] = pseudo[over]
+        return keep
+
+
 def cosine(step: int, total: int) -> float:
     """Learning-rate factor at ``step`` of ``total``: 1 -> 0 along half a cosine (stateless)."""
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
@@ -110,9 +171,11 @@ def fit_semisup(data: HeadData) -> FitResult:
     autoencoder = load_autoencoder(data.model_dir, device)
     student = EncoderClassifier(autoencoder, start_head.to(device))
     teacher = copy.deepcopy(student).requires_grad_(False)
+    balance = ClassBalance(torch.bincount(y_lab, minlength=data.n_classes), opts.alignment_momentum)
+    curriculum = Curriculum(len(x_all), data.n_classes, opts.threshold)
     models = nn.ModuleDict(
-        {"student": student, "teacher": teacher}
-    )  # checkpointed and early-stopped together
+        {"student": student, "teacher": teacher, "balance": balance, "curriculum": curriculum}
+    ).to(device)  # checkpointed and early-stopped together
     opt = torch.optim.AdamW(
         [
             {"params": autoencoder.parameters(), "lr": opts.lr * opts.encoder_lr_ratio},
@@ -156,7 +219,11 @@ def fit_semisup(data: HeadData) -> FitResult:
                 reader.eval()
                 with autocast(device):
                     probs = torch.softmax(reader(augment.weak(x_unl, opts.augment, generator)).float(), dim=1)
+                if opts.distribution_alignment:
+                    probs = balance.align(probs)
                 pseudo, conf, mask = confident(probs, opts.threshold)
+                if opts.class_thresholds:
+                    mask = curriculum.mask(ui, pseudo, conf)
             student.train()
             x_strong = augment.strong(x_unl, opts.augment, generator)
             with autocast(device):
