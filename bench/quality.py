@@ -80,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seeds", type=int, default=3, help="seeds of the labelled subset per 100/1000-label cell (0..N-1)"
     )
     p.add_argument(
+        "--from-seed",
+        type=int,
+        default=0,
+        help="run seeds from this one to --seeds - 1 only: splits one long run between processes "
+        "sharing --out (a run without it then prints the whole table from the cache)",
+    )
+    p.add_argument(
         "--control-seeds",
         type=int,
         default=None,
@@ -392,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("--seeds must be >= 1")
     if args.control_seeds is not None and not 1 <= args.control_seeds <= args.seeds:
         sys.exit(f"--control-seeds must be between 1 and --seeds ({args.seeds})")
+    if not 0 <= args.from_seed < args.seeds:
+        sys.exit(f"--from-seed must be between 0 and --seeds - 1 ({args.seeds - 1})")
     kinds = set(args.rows.split(","))
     if not kinds or kinds - {"baselines", "pretrained", "controls"}:
         sys.exit(f"--rows {args.rows!r}: a comma-separated subset of baselines, pretrained, controls")
@@ -416,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         f"data {data} ({counts}); overrides {[*args.set, *overrides] or '[]'}; columns {','.join(columns)}",
         flush=True,
     )
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.from_seed, args.seeds))
 
     def cell_params(params: Any, column: str, seed: int | None = None) -> Any:
         budget, _, head = column.partition(":")
@@ -448,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             probe_of_encoder = head == "linear" and not column_of_pixels
             return bench.head(cell, encoder_for(cell), score_with_evaluate=evaluate_it or probe_of_encoder)
         cells = []
-        for seed in seeds[:n_seeds]:
+        for seed in (s for s in seeds if s < n_seeds):
             cell = cell_params(params, column, seed)
             cells.append(bench.head(cell, encoder_for(cell), score_with_evaluate=evaluate_it))
         return cells

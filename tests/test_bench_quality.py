@@ -108,6 +108,13 @@ def test_quality_table_has_every_row_group_and_a_result_line(tmp_path: Path) -> 
     assert rows["conv: untrained control"][6] == f"{100 * ctrl['l10:semisup'][0]['test']:.2f} (n=1)"
     assert rows["conv"] == table[names.index("conv") + 1].split(" | ")  # pretrained rows keep 2 seeds
     assert "  head-" not in fewer.stdout  # seed 0's cells came from the cache
+    # --from-seed 1: only seed 1 of every budget cell, from the cache (a second process's share)
+    later = subprocess.run([*cmd, "--from-seed", "1"], capture_output=True, text=True, env=env, timeout=900)
+    assert later.returncode == 0, later.stderr[-3000:]
+    conv_later = next(r for r in later.stdout.splitlines() if r.startswith("| conv |")).split(" | ")
+    conv_both = next(r for r in both if r["name"] == "conv")
+    assert conv_later[6] == f"{100 * conv_both['l10:semisup'][1]['test']:.2f} (n=1)"
+    assert "  head-" not in later.stdout
 
 
 def test_the_cache_key_follows_the_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
