@@ -50,14 +50,13 @@ class FastPaths:
 # Measured, not assumed (README "Performance and scale" has the figures and how they were taken):
 # - cuda: NHWC and bf16 feed the tensor cores; torch.compile stays opt-in as it was (not measured
 #   on a GPU in this project: no GPU was lent).
-# - cpu (2-core AMD EPYC, AVX2, oneDNN; bench/speedrun.py --settings and bench/throughput.py):
-#   bf16 autocast is slower in every measurement (x0.2-x0.76: AVX2 has no bf16 arithmetic, every
-#   op converts), so it is off. channels_last measured x1.15 and x1.2 per pretraining step in two
-#   sessions, x1.00 and x0.93 in two others (all on a shared, loaded machine) and x1.99 for
-#   extraction: on, as the speedrun figures were taken with it. torch.compile measured x1.06-x1.4
-#   per step once compiled in earlier sessions but x0.91 (and 58 s of compilation) on 2026-12-01:
-#   no reliable break-even, so auto does not compile on CPU (compile_from_steps None) until a
-#   quiet-machine measurement sets one; `pretrain.compile: true` opts in.
+# - cpu (2-core AMD EPYC, AVX2, oneDNN; `bench/speedrun.py --settings` on a quiet machine, every
+#   other process stopped, 2026-12-01): channels_last x1.09 per pretraining step and x1.40 for
+#   extraction: on. bf16 autocast x1.17, but it changes the results and the speedrun's 99% has not
+#   been re-checked with it: off until it is (the earlier "slower" figures came from loaded runs).
+#   torch.compile x1.02 once compiled, +4.3 s to compile: it pays only after ~200 epochs of that
+#   size, which no default run has, so auto does not compile on CPU (compile_from_steps None);
+#   `pretrain.compile: true` opts in.
 COMPILE_BREAK_EVEN: int | None = None  # steps whose savings pay for the compilation, once measured reliably
 FAST_PATHS: dict[str, FastPaths] = {
     "cuda": FastPaths(channels_last=True, bf16_autocast=True, compile_from_steps=None),
