@@ -29,9 +29,18 @@ from aepipe.kfp_support import params_to_json, resolve_image
 
 TOKEN_ENV = "AEPIPE_KFP_TOKEN"
 RUNNERS = ("subprocess", "docker")
-# Passed into the task containers besides kubeflow.secret_env: torch's thread settings, so a run in
-# the image computes exactly what the same run on the host computes.
-PASS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Passed into the task containers besides kubeflow.secret_env: the thread and kernel settings of
+# torch and of numpy/scipy's OpenBLAS, so a run in the image computes exactly what the same run on
+# the host computes. OPENBLAS_CORETYPE matters: a host that pins it (e.g. Haswell on an AVX-512
+# CPU) otherwise gets other kernels in the container, and the linear probe's weights then differ
+# in the 7th digit (measured 2026-12-02: 1.7e-7, same predictions, another pair hash).
+PASS_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+)
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
