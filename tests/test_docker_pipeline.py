@@ -1,13 +1,15 @@
-"""The whole pipeline in the image: `aepipe pipeline local --runner docker` against `dvc repro` and the
-subprocess runner on the same params, and the compiled pipeline pinned to the image.
+"""One set of params run three ways: `dvc repro`, `aepipe pipeline local` (one subprocess per task)
+and `aepipe pipeline local --runner docker` (each task in the image); and the compiled pipeline
+pinned to the image. The three-way tests live in this one file so that they run on one xdist
+worker (``--dist loadfile``) and share one `dvc repro` and one subprocess run (``pipeline_runs``).
 
-Every task runs in its own container of the built image (kfp.local's DockerRunner) as uid 1000 on
-a read-only root filesystem, artifacts passed between containers through the bind-mounted
-pipeline root, MLflow reached over the host network at the session's real `mlflow server` with
-the tracking URI passed as environment (as the cluster's secret passes it). Same params, same
-torch threads: the same test accuracy and the same registered pair as the two other ways, and
-the `challenger` version loads and predicts. Skips without Docker; CI requires it
-(``tests/containers.py``).
+In the image every task runs in its own container (kfp.local's DockerRunner) as uid 1000 on a
+read-only root filesystem, artifacts passed between containers through the bind-mounted pipeline
+root, MLflow reached over the host network at the session's real `mlflow server` with the
+tracking URI passed as environment (as the cluster's secret passes it). Same params, same torch
+threads and BLAS kernels: the same test accuracy and the same registered pair as the two other
+ways, and the `challenger` version loads and predicts. The Docker tests skip without Docker; CI
+requires it (``tests/containers.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,43 @@ STAGES = ["prepare", "pretrain", "extract", "train", "evaluate", "register"]
 @pytest.fixture(scope="module")
 def engine() -> Any:
     return containers.engine_or_skip()
+
+
+@pytest.mark.slow
+def test_local_run_registers_the_same_pair_as_dvc_repro(
+    tmp_path_factory: pytest.TempPathFactory, tracking_env: str
+) -> None:
+    """kfp.local (one subprocess per task) vs `dvc repro` in a copy of the repo: same params, same pair."""
+    from mlflow import MlflowClient
+
+    ref = pipeline_runs.reference(tmp_path_factory.getbasetemp() / "three-ways", tracking_env)
+    dvc, result = ref["dvc"], ref["subprocess"]
+    assert result["tracking_uri"] == tracking_env and result["runner"] == "subprocess"
+    assert result["metrics"]["test_accuracy"] == dvc["metrics"]["test_accuracy"] > 0.8  # chance: 0.1
+    assert result["metrics"] == dvc["metrics"]
+    record = result["registration"]
+    # same params and seed give byte-identical weights, so the KFP candidate is dvc repro's pair:
+    # the registry keeps version 1 instead of registering the same model twice
+    assert dvc["registration"]["version"] == record["version"] == "1"
+    assert record["created"] is False and record["candidates"] >= 2
+    assert pipeline_runs.pair_hash(record["this_run_id"]) == pipeline_runs.pair_hash(
+        dvc["registration"]["this_run_id"]
+    )
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(pipeline_runs.MODEL, "challenger")
+    assert str(version.version) == "1"
+    assert version.tags["aepipe.test_accuracy"] == f"{dvc['metrics']['test_accuracy']:.6f}"
+    exp = client.get_experiment_by_name(pipeline_runs.EXPERIMENT)
+    kfp_parent = client.get_run(client.get_run(record["this_run_id"]).data.tags["mlflow.parentRunId"])
+    assert kfp_parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{kfp_parent.info.run_id}'"
+    )
+    assert sorted(r.data.tags["aepipe.stage"] for r in children) == sorted(STAGES)
+    print(
+        f"\nkfp.local pipeline (subprocesses): {result['seconds']} s; dvc repro: {dvc['seconds']} s; "
+        f"test accuracy {dvc['metrics']['test_accuracy']:.4f}"
+    )
 
 
 @pytest.mark.slow

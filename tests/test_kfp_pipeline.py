@@ -24,7 +24,6 @@ from aepipe.errors import AepipeError
 from aepipe.kfp_support import GPU_ENV, IMAGE_ENV, default_image
 from aepipe.pipeline_cli import find_repo_root
 from pipelines.aepipe_pipeline import FINALIZE_RESOURCES, build_pipeline
-from tests import pipeline_runs
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -315,43 +314,6 @@ def test_submit_validates_overrides_before_contacting_the_cluster(
     assert submit(monkeypatch, status_server.url, "-p", "pretrain.epochs=-1") == 2
     assert "pretrain.epochs" in capsys.readouterr().err
     assert status_server.requests == 0
-
-
-@pytest.mark.slow
-def test_local_run_registers_the_same_pair_as_dvc_repro(
-    tmp_path_factory: pytest.TempPathFactory, tracking_env: str
-) -> None:
-    """kfp.local (one subprocess per task) vs `dvc repro` in a copy of the repo: same params, same pair."""
-    from mlflow import MlflowClient
-
-    ref = pipeline_runs.reference(tmp_path_factory.getbasetemp() / "three-ways", tracking_env)
-    dvc, result = ref["dvc"], ref["subprocess"]
-    assert result["tracking_uri"] == tracking_env and result["runner"] == "subprocess"
-    assert result["metrics"]["test_accuracy"] == dvc["metrics"]["test_accuracy"] > 0.8  # chance: 0.1
-    assert result["metrics"] == dvc["metrics"]
-    record = result["registration"]
-    # same params and seed give byte-identical weights, so the KFP candidate is dvc repro's pair:
-    # the registry keeps version 1 instead of registering the same model twice
-    assert dvc["registration"]["version"] == record["version"] == "1"
-    assert record["created"] is False and record["candidates"] >= 2
-    assert pipeline_runs.pair_hash(record["this_run_id"]) == pipeline_runs.pair_hash(
-        dvc["registration"]["this_run_id"]
-    )
-    client = MlflowClient()
-    version = client.get_model_version_by_alias(pipeline_runs.MODEL, "challenger")
-    assert str(version.version) == "1"
-    assert version.tags["aepipe.test_accuracy"] == f"{dvc['metrics']['test_accuracy']:.6f}"
-    exp = client.get_experiment_by_name(pipeline_runs.EXPERIMENT)
-    kfp_parent = client.get_run(client.get_run(record["this_run_id"]).data.tags["mlflow.parentRunId"])
-    assert kfp_parent.info.status == "FINISHED"
-    children = client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{kfp_parent.info.run_id}'"
-    )
-    assert sorted(r.data.tags["aepipe.stage"] for r in children) == sorted(STAGES)
-    print(
-        f"\nkfp.local pipeline (subprocesses): {result['seconds']} s; dvc repro: {dvc['seconds']} s; "
-        f"test accuracy {dvc['metrics']['test_accuracy']:.4f}"
-    )
 
 
 @pytest.mark.slow
