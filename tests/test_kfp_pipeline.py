@@ -22,7 +22,7 @@ from aepipe.cli import main
 from aepipe.config import apply_overrides, load_params
 from aepipe.errors import AepipeError
 from aepipe.kfp_support import GPU_ENV, IMAGE_ENV, default_image
-from aepipe.pipeline_cli import find_repo_root
+from aepipe.pipeline_cli import find_repo_root, task_environment
 from pipelines.aepipe_pipeline import FINALIZE_RESOURCES, build_pipeline
 from tests.servers import free_port
 
@@ -198,6 +198,28 @@ def test_finetune_head_makes_train_a_gpu_task_and_limit_zero_turns_gpus_off(tmp_
         }
     assert gpu_tasks(compile_params(apply_overrides(params, ["classifier.head=mlp"]), tmp_path)) == {
         "pretrain"
+    }
+
+
+def test_task_containers_get_the_secret_env_and_the_hosts_thread_and_blas_kernel_settings() -> None:
+    """A host that pins OpenBLAS's kernels (OPENBLAS_CORETYPE) must pin them in the containers too:
+    an AVX-512 CPU otherwise runs other kernels there and the linear probe's weights differ in the
+    7th digit (a clean-clone CI found it: another pair hash for the same params)."""
+    params = load_params(REPO / "params.yaml")
+    host = {
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "AWS_SECRET_ACCESS_KEY": "",  # set but empty: not passed
+        "HOME": "/root",  # anything else stays on the host
+        "PATH": "/usr/bin",
+    }
+    assert task_environment(params, host) == {
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
     }
 
 

@@ -17,6 +17,7 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -42,6 +43,12 @@ PASS_ENV = (
     "OPENBLAS_L2_SIZE",
 )
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def task_environment(params: Params, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What a task container gets from this process's environment: ``kubeflow.secret_env`` (as
+    the cluster's secret gives it) and :data:`PASS_ENV`, those that are set."""
+    return {key: environ[key] for key in (*params.kubeflow.secret_env, *PASS_ENV) if environ.get(key)}
 
 
 class ClusterError(AepipeError):
@@ -326,7 +333,7 @@ def _docker_runner(params: Params, image: str, pipeline_root: Path) -> tuple[Any
         os.chown(pipeline_root, uid, uid)  # tasks write their outputs there as uid run_as_user
     elif os.geteuid() != uid:
         pipeline_root.chmod(0o777)
-    env = {key: os.environ[key] for key in (*params.kubeflow.secret_env, *PASS_ENV) if os.environ.get(key)}
+    env = task_environment(params)
     gpus = "nvidia" in (engine.info().get("Runtimes") or {})
     run_args: dict[str, Any] = {
         "network_mode": "host",  # MLflow (and S3) on 127.0.0.1, as a cluster service would be reached
