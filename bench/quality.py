@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
 
     (out / "table.json").write_text(json.dumps(rows, indent=2, default=str))
-    print_table(rows, columns, args.seeds, time.perf_counter() - t_start, bench)
+    print_table(rows, columns, args.seeds, time.perf_counter() - t_start, bench, args.from_seed)
     return 0
 
 
@@ -527,7 +527,12 @@ def by_validation(row: dict[str, Any], budget: str) -> Any:
 
 
 def print_table(
-    rows: list[dict[str, Any]], columns: list[str], seeds: int, seconds: float, bench: Bench
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    seeds: int,
+    seconds: float,
+    bench: Bench,
+    first_seed: int = 0,
 ) -> None:
     header = ["row", *(f"{TITLES[c.split(':')[0]]}: {c.split(':')[1]}" for c in columns)]
     header += ["recon. MSE", "pretrain s", "val (linear)"]
@@ -553,7 +558,8 @@ def print_table(
             cells = row.get(col)
             if not col.endswith(":semisup") or not cells:
                 continue
-            for i, cell in enumerate(cells if isinstance(cells, list) else [cells]):
+            # a run with --from-seed holds the cells of seeds first_seed.. only
+            for i, cell in enumerate(cells if isinstance(cells, list) else [cells], start=first_seed):
                 b = cell.get("best_row", {})
                 print(
                     f"  {row['name']} / {TITLES[col.split(':')[0]]} semisup, seed {i}: test "

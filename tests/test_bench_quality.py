@@ -114,6 +114,8 @@ def test_quality_table_has_every_row_group_and_a_result_line(tmp_path: Path) -> 
     conv_later = next(r for r in later.stdout.splitlines() if r.startswith("| conv |")).split(" | ")
     conv_both = next(r for r in both if r["name"] == "conv")
     assert conv_later[6] == f"{100 * conv_both['l10:semisup'][1]['test']:.2f} (n=1)"
+    seed1 = f"conv / 100 labels semisup, seed 1: test {100 * conv_both['l10:semisup'][1]['test']:.2f},"
+    assert seed1 in later.stdout and "semisup, seed 0:" not in later.stdout  # labelled with its seed
     assert "  head-" not in later.stdout
 
 
