@@ -274,9 +274,9 @@ class SemisupHeadConfig(Section):
     steps_per_epoch: int = Field(
         100, ge=1, description="steps between validations/checkpoints (an epoch of this head)"
     )
-    max_epochs: int = Field(40, ge=1, le=10_000, description="the cosine schedule spans this many epochs")
+    max_epochs: int = Field(60, ge=1, le=10_000, description="the cosine schedule spans this many epochs")
     patience: int = Field(
-        10, ge=1, description="stop after this many epochs without a better validation accuracy (EMA model)"
+        15, ge=1, description="stop after this many epochs without a better validation accuracy (EMA model)"
     )
     threshold: float = Field(
         0.95,
