@@ -23,6 +23,7 @@ from aepipe.stages import evaluate, extract, prepare, pretrain, train
 from aepipe.stages.register import run_best
 from aepipe.stages.runner import run_stage
 from aepipe.tracking.promotion import promote, rollback
+from tests.registry_world import SEMISUP
 from tests.servers import MlflowServer, free_port
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def params_for(labels: int | None):
         {
             "pretrain": {"epochs": 2},
             "model": {"width": 8},
-            "classifier": {"labels_per_class": labels},
+            "classifier": {"labels_per_class": labels, "semisup": SEMISUP},
             "mlflow": {"experiment": "review", "model_name": NAME},
         }
     )
@@ -361,7 +362,7 @@ def test_new_classifier_on_a_registered_encoder(world, client, tmp_path: Path) -
         {
             "pretrain": {"epochs": 0, "init_from": uri},
             "model": {"width": 8},
-            "classifier": {"labels_per_class": 3},
+            "classifier": {"labels_per_class": 3, "semisup": SEMISUP},
         }
     )
     result = pretrain.run(

@@ -12,6 +12,7 @@ import pytest
 from aepipe.config import parse_params
 from aepipe.models.io import load_head
 from aepipe.stages import evaluate, extract, prepare, pretrain, train
+from tests.registry_world import SEMISUP
 
 FAST = {"pretrain": {"epochs": 3}, "model": {"width": 16}}
 
@@ -71,7 +72,7 @@ def test_same_params_same_metrics_on_cpu(fast_run: tuple[Path, dict], tmp_path: 
 
 def test_labels_per_class_uses_a_stratified_subset(fast_run: tuple[Path, dict], tmp_path: Path) -> None:
     root, _ = fast_run
-    params = parse_params({**FAST, "classifier": {"labels_per_class": 5}})
+    params = parse_params({**FAST, "classifier": {"labels_per_class": 5, "semisup": SEMISUP}})
     result = train.run(
         params, root / "data", root / "features", root / "ae", tmp_path / "clf", tmp_path / "m.json", tmp_path
     )
