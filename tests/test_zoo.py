@@ -13,7 +13,6 @@ from aepipe.models import REGISTRY, ModelSpec, build_autoencoder
 from aepipe.models.denoising import corrupt
 from aepipe.models.mae import patch_mask
 from aepipe.training.pretrain import pretrain
-from tests.registry_world import SEMISUP
 
 
 def spec(name: str, options: dict | None = None, **kw) -> ModelSpec:
@@ -220,7 +219,7 @@ def test_pretrain_stage_gives_vae_joint_the_labelled_subset_train_uses(
             "seed": 3,
             "model": {"name": "vae_joint", "width": 4},
             "pretrain": {"epochs": 1},
-            "classifier": {"labels_per_class": 2, "semisup": SEMISUP},
+            "classifier": {"labels_per_class": 2},
         }
     )
     prepare.run(params, tmp_path / "data")
