@@ -235,11 +235,6 @@ class FinetuneHeadConfig(LoopConfig):
     max_epochs: int = Field(10, ge=1, le=10_000)
     augment: bool = Field(False, description="random shifts of the labelled images while fine-tuning")
     max_shift: int = Field(2, ge=0, le=16, description="augment: largest shift in pixels, per axis")
-    rotate_deg: float = Field(
-        0.0, ge=0.0, le=180.0, description="augment: also a random rotation up to this many degrees"
-    )
-    scale: float = Field(0.0, ge=0.0, lt=1.0, description="augment: also a zoom in [1 - scale, 1 + scale]")
-    shear: float = Field(0.0, ge=0.0, le=1.0, description="augment: also a shear up to this (tangent)")
 
 
 class AugmentConfig(Section):

@@ -22,7 +22,6 @@ from aepipe.data.prepared import load_prepared
 from aepipe.models.heads import LinearClassifier
 from aepipe.models.io import load_autoencoder
 from aepipe.models.pair import EncoderClassifier
-from aepipe.training.augment import random_affine
 from aepipe.training.features import as_tensor
 from aepipe.training.fit import FitResult, HeadData
 from aepipe.training.loop import TRAIN_ACCURACY_SAMPLE, accuracy, epoch_batches, fit_epochs, sgd_step
@@ -87,9 +86,6 @@ def fit_finetune(data: HeadData) -> FitResult:
             xb = xt[idx].float().div_(255.0)
             if opts.augment:
                 xb = random_shift(xb, opts.max_shift, generator)
-                xb = random_affine(
-                    xb, generator, rotate_deg=opts.rotate_deg, scale=opts.scale, shear=opts.shear
-                )
             total += sgd_step(opt, F.cross_entropy(pair(xb), yt[idx]))
         return total
 
