@@ -232,7 +232,7 @@ class FinetuneHeadConfig(LoopConfig):
     head_epochs: int = Field(
         1, ge=0, description="epochs that train only the head (encoder frozen) before unfreezing it"
     )
-    max_epochs: int = Field(10, ge=1, le=10_000)
+    max_epochs: int = Field(20, ge=1, le=10_000)
     augment: bool = Field(False, description="random shifts of the labelled images while fine-tuning")
     max_shift: int = Field(2, ge=0, le=16, description="augment: largest shift in pixels, per axis")
 
