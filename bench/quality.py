@@ -19,7 +19,9 @@ figure shown is test accuracy.
 A cell's result is cached under --out by a hash of its params, the prepared data's hash and the
 source code it runs (src/aepipe and this file; encoder cells leave out the head-only modules,
 which pretraining never imports: tests/test_bench_quality.py checks that), so a stopped run
-continues where it stopped and a RESULT line never reprints cells of other code.
+continues where it stopped and a RESULT line never reprints cells of other code. Encoder cells
+hold only the params dvc.yaml lists for prepare, pretrain and extract (tests/test_dvc_params.py
+checks those lists are what the stages read), so a head-only change reuses the encoders.
 """
 
 from __future__ import annotations
@@ -58,6 +60,26 @@ HEAD_ONLY = (
     "stages/train.py",
     "stages/evaluate.py",
 )
+# The stages an encoder cell runs (pretrain and extract, on the prepared data): its key holds only
+# the params dvc.yaml lists for them, which tests/test_dvc_params.py checks are every param they
+# read, so a head-only change (classifier.finetune.*) reuses the pretrained encoders.
+ENCODER_STAGES = ("prepare", "pretrain", "extract")
+
+
+def encoder_params() -> list[str]:
+    """The dvc.yaml params entries of ENCODER_STAGES (a section covers every key below it)."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return [str(entry) for stage in ENCODER_STAGES for entry in stages[stage].get("params", [])]
+
+
+def keyed_params(params: Any, entries: list[str] | None) -> dict[str, Any]:
+    """``params`` flattened, cut to the keys under ``entries`` (None: all of them)."""
+    flat: dict[str, Any] = params.flat()
+    if entries is None:
+        return flat
+    return {k: v for k, v in flat.items() if any(k == e or k.startswith(e + ".") for e in entries)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -143,6 +165,7 @@ def code_hash(encoder_only: bool) -> str:
         with_overrides,
         top_confusions,
         best_curve_row,
+        keyed_params,
     ):
         digest.update(inspect.getsource(fn).encode())
     return digest.hexdigest()[:16]
@@ -184,14 +207,16 @@ class Bench:
         self.data_hash = ds.meta["data_hash"]
         self.y_test = ds.split("test")[1]
         self.code = {part: code_hash(encoder_only=part == "encoder") for part in ("encoder", "all")}
+        self.encoder_params = encoder_params()
 
     def key(self, kind: str, params: Any, upstream: str) -> str:
         """Params, data, the cell it builds on, and the code: encoder cells (pretrained,
-        untrained, pixel features) hash the code pretraining runs, every other cell all of it."""
-        code = self.code[
-            "encoder" if kind in ("pretrained", "untrained") or kind.startswith("features-") else "all"
-        ]
-        blob = json.dumps([kind, params.flat(), self.data_hash, upstream, code], sort_keys=True, default=str)
+        untrained, pixel features) hash the code and the params pretraining and extraction use,
+        every other cell all of both."""
+        encoder = kind in ("pretrained", "untrained") or kind.startswith("features-")
+        code = self.code["encoder" if encoder else "all"]
+        flat = keyed_params(params, self.encoder_params if encoder else None)
+        blob = json.dumps([kind, flat, self.data_hash, upstream, code], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def cached(

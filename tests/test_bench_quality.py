@@ -140,6 +140,56 @@ def test_the_cache_key_follows_the_code(tmp_path: Path, monkeypatch: pytest.Monk
     assert after_model[True] != after_head[True] and after_model[False] != after_head[False]
 
 
+def test_encoder_cells_are_keyed_by_the_params_pretraining_reads() -> None:
+    """A head-only change keeps the key of an encoder cell (the bench reuses the pretrained
+    encoder); a change to a param pretraining or extraction reads re-keys it; head cells key on
+    every param."""
+    sys.path.insert(0, str(REPO))
+    from aepipe.config import parse_params
+    from bench import quality
+
+    bench = quality.Bench.__new__(quality.Bench)  # the key only: no prepared data needed
+    bench.code, bench.data_hash = {"encoder": "e", "all": "a"}, "d"
+    bench.encoder_params = quality.encoder_params()
+    assert "pretrain" in bench.encoder_params and "classifier.labels_per_class" in bench.encoder_params
+    base = parse_params({})
+
+    def keys(change: dict[str, object]) -> tuple[str, str, str]:
+        p = quality.with_overrides(base, change)
+        return bench.key("pretrained", p, ""), bench.key("untrained", p, ""), bench.key("head-x", p, "w")
+
+    before = keys({})
+    for head_only in ({"classifier.finetune.max_epochs": 7}, {"classifier.semisup.threshold": 0.9}):
+        after = keys(head_only)
+        assert after[:2] == before[:2] and after[2] != before[2], head_only
+    for read_by_pretraining in (
+        {"pretrain.epochs": 3},
+        {"model.width": 8},
+        {"model.denoising.level": 0.5},
+        {"classifier.labels_per_class": 10},  # the subset vae_joint pretrains with
+        {"seed": 1},
+        {"evaluate.batch_size": 64},  # extraction's
+    ):
+        after = keys(read_by_pretraining)
+        assert after[0] != before[0] and after[2] != before[2], read_by_pretraining
+
+
+def test_the_untrained_control_reads_only_params_an_encoder_cell_is_keyed_by(tmp_path: Path) -> None:
+    """save_untrained is bench code, not a stage, so tests/test_dvc_params.py does not cover it."""
+    sys.path.insert(0, str(REPO))
+    from aepipe.config import parse_params
+    from aepipe.stages import prepare
+    from bench import quality
+    from tests.param_reads import covered, recorded_reads
+
+    params = parse_params({"model": {"width": 4}})
+    prepare.run(params, tmp_path / "data")
+    with recorded_reads(params) as reads:
+        quality.save_untrained(params, tmp_path / "data", tmp_path / "ae")
+    assert "model.width" in reads and "seed" in reads
+    assert all(covered(k, quality.encoder_params()) for k in reads), reads
+
+
 @pytest.mark.slow
 def test_pretraining_and_extraction_never_import_the_head_only_modules(tmp_path: Path) -> None:
     """What lets encoder cells leave HEAD_ONLY out of their key: the bench's encoder cell (the
