@@ -1,0 +1,112 @@
+"""The promotion gate's verdicts, each faulted on purpose against a real MLflow server: a
+challenger better by too few images to be significant, a tie, one short of the margin, and one
+that passes; `promotion_alpha: 1.0` turning the significance check off. Versions carry hand-made
+per-image test predictions, so the McNemar counts and p-values are known exactly."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aepipe.tracking.gate import mcnemar_exact
+from aepipe.tracking.promotion import promote
+
+N = 200  # test images
+_names = itertools.count()
+
+
+def test_mcnemar_exact_matches_hand_computed_binomial_tails() -> None:
+    # b only-challenger, c only-champion: two-sided exact p = 2 * P(X <= min(b, c)), X ~ Bin(b + c, 1/2)
+    for b, c, p in ((3, 0, 0.25), (6, 0, 2 / 64), (8, 2, 2 * (1 + 10 + 45) / 1024), (5, 5, 1.0), (0, 0, 1.0)):
+        both = 20 - b - c  # images both get right
+        challenger = np.array([True] * b + [False] * c + [True] * both + [False] * 4)
+        champion = np.array([False] * b + [True] * c + [True] * both + [False] * 4)
+        assert mcnemar_exact(challenger, champion) == (b, c, pytest.approx(p)), (b, c)
+
+
+@pytest.fixture
+def client(tracking_env: str) -> Any:
+    """The gate's mlflow.models.evaluate logs through the global tracking URI: tracking_env sets it."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_env, registry_uri=tracking_env)
+
+
+def register_pair(client: Any, tmp_path: Path, right: list[int]) -> tuple[str, str, str]:
+    """A new registered model whose v1 (champion) and v2 (challenger) get right the first
+    right[0] and right[1] of N test images, the rest wrong; returns (name, v1, v2)."""
+    name = f"gate-test-{next(_names)}"
+    client.create_registered_model(name)
+    exp = client.get_experiment_by_name("gate-test") or client.get_experiment(
+        client.create_experiment("gate-test")
+    )
+    labels = np.arange(N) % 10
+    versions = []
+    for n_right in right:
+        pred = np.where(np.arange(N) < n_right, labels, (labels + 1) % 10)
+        run = client.create_run(exp.experiment_id)
+        csv = tmp_path / f"{run.info.run_id}/test_predictions.csv"
+        csv.parent.mkdir(parents=True)
+        csv.write_text(
+            "index,label,prediction\n"
+            + "".join(f"{i},{a},{p}\n" for i, (a, p) in enumerate(zip(labels, pred, strict=True)))
+        )
+        client.log_artifact(run.info.run_id, str(csv), "review")
+        client.set_terminated(run.info.run_id)
+        mv = client.create_model_version(
+            name, f"{run.info.artifact_uri}/review", run.info.run_id, tags={"aepipe.data_hash": "d" * 64}
+        )
+        versions.append(str(mv.version))
+    client.set_registered_model_alias(name, "champion", versions[0])
+    return name, versions[0], versions[1]
+
+
+def gate(client: Any, tmp_path: Path, right: list[int], margin: float = 0.0, alpha: float = 0.05) -> Any:
+    name, v1, v2 = register_pair(client, tmp_path, right)
+    decision = promote(client, name, "test_accuracy", margin, version=v2, alpha=alpha, experiment="gate-test")
+    champion = client.get_registered_model(name).aliases["champion"]
+    return decision, champion, client.get_model_version(name, v2).tags, (v1, v2)
+
+
+def test_better_by_three_images_is_refused_as_not_significant(client: Any, tmp_path: Path) -> None:
+    decision, champion, tags, (v1, _) = gate(client, tmp_path, [180, 183])
+    assert decision.outcome == "refused" and champion == v1
+    assert (
+        "better, but not significantly (p=0.25 > alpha 0.05): the difference may be chance"
+        in decision.message
+    )
+    assert tags["aepipe.gate.result"] == "refused"
+    assert (tags["aepipe.gate.only_challenger_right"], tags["aepipe.gate.only_champion_right"]) == ("3", "0")
+    assert float(tags["aepipe.gate.mcnemar_p"]) == 0.25
+
+
+def test_alpha_one_turns_the_significance_check_off(client: Any, tmp_path: Path) -> None:
+    decision, champion, tags, (_, v2) = gate(client, tmp_path, [180, 183], alpha=1.0)
+    assert decision.outcome == "promoted" and champion == v2
+    assert tags["aepipe.gate.result"] == "passed" and float(tags["aepipe.gate.mcnemar_p"]) == 0.25
+
+
+def test_a_significant_gain_passes(client: Any, tmp_path: Path) -> None:
+    decision, champion, tags, (_, v2) = gate(client, tmp_path, [180, 186])
+    assert decision.outcome == "promoted" and champion == v2
+    assert float(tags["aepipe.gate.mcnemar_p"]) == pytest.approx(2 / 64)
+    assert tags["aepipe.gate.challenger_test_accuracy"] == "0.930000"
+    assert tags["aepipe.gate.champion_test_accuracy"] == "0.900000"
+
+
+def test_a_tie_keeps_the_champion_and_says_so(client: Any, tmp_path: Path) -> None:
+    decision, champion, tags, (v1, _) = gate(client, tmp_path, [180, 180])
+    assert decision.outcome == "refused" and champion == v1
+    assert "tie: both reach test_accuracy 0.9000, so the champion stays" in decision.message
+    assert tags["aepipe.gate.only_challenger_right"] == "0" and tags["aepipe.gate.mcnemar_p"] == "1"
+
+
+def test_a_significant_gain_within_the_margin_is_refused(client: Any, tmp_path: Path) -> None:
+    decision, champion, _, (v1, _) = gate(client, tmp_path, [180, 186], margin=0.05)
+    assert decision.outcome == "refused" and champion == v1
+    assert "not better than the champion by the margin" in decision.message
+    assert "margin 0.0500" in decision.message
