@@ -190,7 +190,7 @@ def cmd_predict(args: argparse.Namespace, params: Any) -> Any:
     check_inputs(args.images)
     if remote_uri(args.model):
         client(existing_store=True)  # tracking URI + fast failure when the server is down
-    rows = predict(args.model, args.images)
+    rows = predict(args.model, args.images, args.alpha)
     if args.json:
         return rows
     for r in rows:
@@ -286,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
         "model",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
+    p.add_argument(
+        "--alpha",
+        choices=("white", "black", "refuse"),
+        default="white",
+        help="image files with transparency: composited over a white or black background, or refused; "
+        "must match data.alpha of the training run (default: white)",
+    )
     p.add_argument("images", nargs="+", help="image files, .npy (N×C×H×W uint8) or .npz (key x)")
     p.set_defaults(fn=cmd_predict)
     add("params", cmd_params, "validate params.yaml and print the flattened values")

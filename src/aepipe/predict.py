@@ -16,11 +16,14 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aepipe.errors import DataError, ModelError, TrackingError
+
+if TYPE_CHECKING:
+    from aepipe.data.sources import Alpha
 
 REMOTE = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
 WEIGHT_FILES = {"spec.json", "weights.pt"}
@@ -179,11 +182,16 @@ def check_inputs(paths: list[str]) -> None:
             _array_images(p, lambda arr, path, key: arr, mmap=True)
 
 
-def load_images(paths: list[str], shape: tuple[int, int, int]) -> tuple[list[str], np.ndarray]:
-    """Image files (resized to the model's H×W, converted to its channels), .npy or .npz arrays."""
-    from PIL import Image, UnidentifiedImageError
+def load_images(
+    paths: list[str], shape: tuple[int, int, int], alpha: Alpha = "white"
+) -> tuple[list[str], np.ndarray]:
+    """Image files, .npy or .npz arrays as uint8 (N, C, H, W) for a model of input ``shape``.
 
-    from aepipe.data.sources import _images_from_array
+    Image files are read as ``prepare`` reads a folder source (:func:`aepipe.data.sources.load_image`:
+    16-bit and float images scaled, transparency composited over ``alpha``, which must be the
+    training's ``data.alpha``), then converted to the model's channels and resized to its H×W.
+    """
+    from aepipe.data.sources import _images_from_array, load_image
 
     c, h, w = shape
     names: list[str] = []
@@ -197,19 +205,8 @@ def load_images(paths: list[str], shape: tuple[int, int, int]) -> tuple[list[str
             names += [f"{p.name}[{i}]" for i in range(len(x))]
             arrays.append(x)
             continue
-        try:
-            with Image.open(p) as opened:
-                img = opened.convert("L" if c == 1 else "RGB")
-                if img.size != (w, h):
-                    img = img.resize((w, h), Image.Resampling.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DataError(
-                f"{p}: cannot be decoded as an image ({exc.__class__.__name__}); pass PNG/JPEG files, .npy "
-                "or .npz"
-            ) from None
         names.append(p.name)
-        arrays.append((arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))[None])
+        arrays.append(load_image(p, c, (h, w), alpha, for_predict=True)[None])
     if not arrays:
         raise DataError("no images given")
     return names, np.ascontiguousarray(np.concatenate(arrays))
@@ -237,11 +234,13 @@ def _array_images(
         raise DataError(f"{p}: not a readable {p.suffix} of images ({exc})") from None
 
 
-def predict(model_uri: str, paths: list[str]) -> list[dict[str, Any]]:
+def predict(model_uri: str, paths: list[str], alpha: Alpha = "white") -> list[dict[str, Any]]:
+    """``alpha``: the background of image files with transparency (``--alpha``); it must match
+    ``data.alpha`` of the training run, which the registered model does not record."""
     check_inputs(paths)
     with tempfile.TemporaryDirectory(prefix="aepipe-predict-") as workdir:
         pair, classes = load_pair_model(model_uri, workdir)
-    names, x = load_images(paths, tuple(pair.autoencoder.spec.input_shape))
+    names, x = load_images(paths, tuple(pair.autoencoder.spec.input_shape), alpha)
     proba = pair.predict_proba(x)
     return [
         {

@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -382,16 +382,30 @@ def _list_images(
 
 GRAY_MODES = {"1", "L", "I", "F"}
 ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
+Alpha = Literal["white", "black", "refuse"]
 
 
-def _decode(f: Path, cfg: DataConfig) -> np.ndarray:
+def load_image(
+    f: Path, channels: int, size: tuple[int, int] | None, alpha: Alpha, for_predict: bool = False
+) -> np.ndarray:
+    """One image file as uint8 (C, H, W), exactly as ``prepare`` reads it from a folder source:
+    decoded by :func:`_decode`, then conformed by :func:`_conform` to ``channels`` and ``size``.
+
+    ``aepipe predict`` reads image files with this, so a model sees the pixels it was trained
+    on; ``for_predict`` makes the errors name ``--alpha`` instead of ``data.alpha``.
+    """
+    return _conform(_decode(f, alpha, for_predict), channels, size)
+
+
+def _decode(f: Path, alpha: Alpha, for_predict: bool = False) -> np.ndarray:
     """One image file as uint8 (H, W) grayscale or (H, W, 3) RGB, without losing its content:
 
     - 16-bit images (``I;16*``, and 32-bit ``I`` holding 0..65535) are scaled by 255/65535;
     - float images (``F``) must hold values in [0, 1] and are scaled by 255;
-    - images with transparency are composited over ``data.alpha`` (white or black), or refused;
-      an image whose content would vanish on that background (drawn only in its alpha channel,
-      in the background's colour) is refused with the other background named;
+    - images with transparency are composited over ``alpha`` (``data.alpha``, or predict's
+      ``--alpha``: white or black), or refused; an image whose content would vanish on that
+      background (drawn only in its alpha channel, in the background's colour) is refused with
+      the other background named;
     - everything else is converted as Pillow does (palette, CMYK, YCbCr -> RGB; 1 -> L).
     Rounding is to nearest (``np.rint``), never truncation, and nothing is clipped.
     """
@@ -400,7 +414,7 @@ def _decode(f: Path, cfg: DataConfig) -> np.ndarray:
     try:
         with Image.open(f) as img:
             img.load()
-            return _to_uint8(img, f, cfg)
+            return _to_uint8(img, f, alpha, for_predict)
     except DataError:
         raise
     except PermissionError:
@@ -408,12 +422,11 @@ def _decode(f: Path, cfg: DataConfig) -> np.ndarray:
             f"{f}: cannot be read (permission denied); fix its permissions or remove it"
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(
-            f"{f}: cannot be decoded as an image ({exc.__class__.__name__}); replace or remove the file"
-        ) from None
+        fix = "pass PNG/JPEG files, .npy or .npz" if for_predict else "replace or remove the file"
+        raise DataError(f"{f}: cannot be decoded as an image ({exc.__class__.__name__}); {fix}") from None
 
 
-def _to_uint8(img: Image, f: Path, cfg: DataConfig) -> np.ndarray:
+def _to_uint8(img: Image, f: Path, alpha: Alpha, for_predict: bool) -> np.ndarray:
     mode = img.mode
     if mode.startswith("I;16"):
         return _scaled(np.asarray(img), 65535.0)
@@ -442,7 +455,7 @@ def _to_uint8(img: Image, f: Path, cfg: DataConfig) -> np.ndarray:
     if mode == "P" and "transparency" in img.info:
         img, mode = img.convert("RGBA"), "RGBA"
     if mode in ALPHA_MODES:
-        return _composite(img, f, cfg)
+        return _composite(img, f, alpha, for_predict)
     if mode in GRAY_MODES or (mode == "P" and _palette_is_gray(img)):
         return np.asarray(img.convert("L"), dtype=np.uint8)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
@@ -452,24 +465,35 @@ def _scaled(a: np.ndarray, full: float) -> np.ndarray:
     return np.rint(a.astype(np.float64) * (255.0 / full)).astype(np.uint8)
 
 
-def _composite(img: Image, f: Path, cfg: DataConfig) -> np.ndarray:
+def _composite(img: Image, f: Path, over: Alpha, for_predict: bool) -> np.ndarray:
     gray = img.mode in ("LA", "La")
     rgba = np.asarray(img.convert("LA" if gray else "RGBA"), dtype=np.float64)
     color, alpha = rgba[..., :-1], rgba[..., -1:] / 255.0
-    if cfg.alpha == "refuse":
+    if over == "refuse":
+        if alpha.min() < 1.0 and for_predict:
+            raise DataError(
+                f"{f}: has transparent pixels and --alpha is refuse; pass --alpha white or black (as "
+                "data.alpha of the training run) to composite it over that background, or save it "
+                "without an alpha channel"
+            )
         if alpha.min() < 1.0:
             raise DataError(
                 f"{f}: has transparent pixels and data.alpha is refuse; set data.alpha: white or black "
                 "to composite images over that background, or save them without an alpha channel"
             )
         alpha = np.ones_like(alpha)
-    background = 255.0 if cfg.alpha != "black" else 0.0
+    background = 255.0 if over != "black" else 0.0
     out = np.rint(color * alpha + background * (1.0 - alpha)).astype(np.uint8)
     if out.min() == out.max() and alpha.min() < alpha.max():
-        other = "black" if cfg.alpha == "white" else "white"
+        other = "black" if over == "white" else "white"
+        setting, fix = (
+            (f"--alpha {over}", f"pass --alpha {other} (it must match data.alpha of the training run)")
+            if for_predict
+            else (f"data.alpha: {over}", f"set data.alpha: {other}")
+        )
         raise DataError(
-            f"{f}: its content is only in the alpha channel and vanishes over a {cfg.alpha} background "
-            f"(data.alpha: {cfg.alpha}); set data.alpha: {other}"
+            f"{f}: its content is only in the alpha channel and vanishes over a {over} background "
+            f"({setting}); {fix}"
         )
     if gray:
         return out[..., 0]
@@ -479,9 +503,7 @@ def _composite(img: Image, f: Path, cfg: DataConfig) -> np.ndarray:
 
 
 def _read_images(files: list[Path], cfg: DataConfig) -> np.ndarray:
-    from PIL import Image
-
-    decoded = [(f, _decode(f, cfg)) for f in files]
+    decoded = [(f, _decode(f, cfg.alpha)) for f in files]
 
     channels = cfg.channels
     if channels is None:
@@ -505,23 +527,28 @@ def _read_images(files: list[Path], cfg: DataConfig) -> np.ndarray:
             f"{a2.shape[1]}×{a2.shape[0]}); set data.image_size: [height, width] in params.yaml to resize "
             "them"
         )
-    out = []
-    for _, a in decoded:
-        if channels == 3 and a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=2)
-        elif channels == 1 and a.ndim == 3:
-            a = np.asarray(Image.fromarray(a, "RGB").convert("L"), dtype=np.uint8)
-        if cfg.image_size is not None and a.shape[:2] != tuple(cfg.image_size):
-            height, width = cfg.image_size
-            im = Image.fromarray(a, "L" if a.ndim == 2 else "RGB")
-            a = np.asarray(im.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
-        out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    x = np.stack(out)
+    x = np.stack([_conform(a, channels, cfg.image_size) for _, a in decoded])
     if min(x.shape[2:]) < 4:
         raise DataError(
             f"images are {x.shape[2]}×{x.shape[3]} pixels; at least 4×4 is needed (set data.image_size)"
         )
     return x
+
+
+def _conform(a: np.ndarray, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+    """A decoded (H, W) or (H, W, 3) image as (C, H, W): gray -> RGB by repetition, RGB -> L as
+    Pillow converts it, then resized (BILINEAR) to ``size`` = (height, width) unless it has it."""
+    from PIL import Image
+
+    if channels == 3 and a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    elif channels == 1 and a.ndim == 3:
+        a = np.asarray(Image.fromarray(a, "RGB").convert("L"), dtype=np.uint8)
+    if size is not None and a.shape[:2] != tuple(size):
+        height, width = size
+        im = Image.fromarray(a, "L" if a.ndim == 2 else "RGB")
+        a = np.asarray(im.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
 def _palette_is_gray(img: Image) -> bool:
