@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -149,3 +150,64 @@ def test_killed_finetuning_resumes_to_the_uninterrupted_result(digits: Path) -> 
     for part in ("clf/weights.pt", "clf/autoencoder/weights.pt"):
         a, b = weights(straight / part), weights(killed / part)
         assert all(torch.equal(a[k], b[k]) for k in a), part
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL right after a checkpoint file is written."""
+
+
+def test_a_train_checkpoint_is_resumed_only_by_the_encoder_spec_and_features_it_was_written_for(
+    digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``model.pool_grid`` changes extraction, not the pretrained weights: the same weights.pt
+    with another spec.json gives features of another width. A head checkpoint left by a killed
+    ``train`` is resumed only with the spec and the feature width it was written for."""
+    from aepipe.stages import train
+    from aepipe.training.checkpoint import Checkpointer
+
+    checkpoints = tmp_path / "checkpoints"
+    monkeypatch.setenv("AEPIPE_CHECKPOINT_DIR", str(checkpoints))
+    params = parse_params(
+        {
+            "pretrain": {"epochs": 1},
+            "model": {"name": "conv", "width": 4, "pool_grid": 1},
+            "classifier": {"head": "mlp", "mlp": {"max_epochs": 3, "patience": 3}},
+            "device": "cpu",
+        }
+    )
+    data, ae = digits / "data", tmp_path / "ae"
+    pretrain.run(params, data, ae, tmp_path / "pretrain.json", tmp_path / "plots")
+    extract.run(params, data, ae, tmp_path / "grid1")
+    grid1 = (ae / "spec.json").read_text()
+    grid2 = json.dumps({**json.loads(grid1), "pool_grid": 2})
+    (ae / "spec.json").write_text(grid2)
+    extract.run(params, data, ae, tmp_path / "grid2")
+    assert np.load(tmp_path / "grid1/val.npy").shape[1] < np.load(tmp_path / "grid2/val.npy").shape[1]
+
+    def train_on(features: str) -> dict:
+        out = tmp_path / f"train-{features}"
+        return train.run(
+            params, data, tmp_path / features, ae, out / "clf", out / "train.json", out / "plots"
+        )
+
+    save = Checkpointer.save
+
+    def save_then_die(self: Checkpointer, state: dict) -> None:
+        save(self, state)
+        raise Killed
+
+    (ae / "spec.json").write_text(grid1)
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpointer, "save", save_then_die)
+        with pytest.raises(Killed):
+            train_on("grid1")
+    left = list(checkpoints.glob("*/last.pt"))
+    assert len(left) == 1  # what the killed run left after its first epoch
+
+    (ae / "spec.json").write_text(grid2)  # weights.pt unchanged, byte for byte
+    assert train_on("grid2")["resumed_from_epoch"] == 0
+    (ae / "spec.json").write_text(grid1)
+    assert train_on("grid2")["resumed_from_epoch"] == 0  # same model dir, features of another width
+    assert list(checkpoints.glob("*/last.pt")) == left  # fresh runs neither used nor removed it
+    assert train_on("grid1")["resumed_from_epoch"] == 1  # the run it was written for resumes
+    assert not list(checkpoints.glob("*/last.pt"))

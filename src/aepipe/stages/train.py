@@ -20,7 +20,7 @@ from aepipe.data.splits import labelled_subset
 from aepipe.errors import DataError, ModelError
 from aepipe.io import sha256_file, write_csv, write_json
 from aepipe.models.heads import HEADS
-from aepipe.models.io import WEIGHTS, head_spec, save_classifier
+from aepipe.models.io import SPEC, WEIGHTS, head_spec, save_classifier
 from aepipe.stages.extract import load_features
 from aepipe.tracking.tracker import NullTracker, Tracker
 from aepipe.training.checkpoint import Checkpointer, checkpoint_dir
@@ -55,13 +55,17 @@ def run(
         )
 
     device = resolve_device(params.device)
-    weights = Path(model_dir) / WEIGHTS
+    # the encoder is its weights and its spec: model.features / model.pool_grid change the spec
+    # (and the feature width) but not the weights, and a head checkpoint fits only one width
+    weights, spec_file = Path(model_dir) / WEIGHTS, Path(model_dir) / SPEC
     key = (
         params.seed,
         cfg.model_dump(mode="json"),
         device.type,
         ds.meta["data_hash"],
         sha256_file(weights) if weights.is_file() else None,
+        sha256_file(spec_file) if spec_file.is_file() else None,
+        f_train.shape[1],
     )
     ckpt = Checkpointer(checkpoint_dir("train", *key))
     data = HeadData(
