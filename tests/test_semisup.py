@@ -200,6 +200,77 @@ def test_semisup_trains_the_encoder_saves_the_teacher_pair_and_beats_the_probe(
     )
 
 
+def test_semisup_never_learns_from_the_true_labels_of_unlabelled_images(
+    pretrained: Path, tmp_path: Path
+) -> None:
+    """The head reads every training label, for the pseudo-label diagnostics only: a copy of the
+    data whose unlabelled training rows all carry another class (c -> c + 1; the labelled subset
+    and the validation split unchanged) trains to the same weights, curve and validation
+    accuracy; only the diagnostics see the difference."""
+    import shutil
+
+    import numpy as np
+
+    from aepipe.data.prepared import load_prepared
+    from aepipe.data.splits import labelled_subset
+    from aepipe.stages.extract import load_features
+    from aepipe.training.device import seed_everything
+    from aepipe.training.fit import FitResult, HeadData
+    from aepipe.training.trainers import TRAINERS
+
+    schedule = {**FAST, "max_epochs": 2, "steps_per_epoch": 3, "batch_size": 8, "threshold": 0.5}
+    params = parse_params(
+        {**TINY, "classifier": {"head": "semisup", "labels_per_class": 5, "semisup": schedule}}
+    )
+    ds = load_prepared(pretrained / "data")
+    y_train, y_val = ds.split("train")[1], ds.split("val")[1]
+    picked = labelled_subset(y_train, 5, params.seed)  # the subset train.run picks
+    unlabelled = np.setdiff1d(np.arange(len(y_train)), picked)
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(pretrained / "data", relabelled)
+    y = np.load(relabelled / "y.npy")
+    rows = ds.splits["train"][unlabelled]
+    y[rows] = (y[rows] + 1) % len(ds.classes)
+    np.save(relabelled / "y.npy", y)
+    other = load_prepared(relabelled)
+    assert np.array_equal(other.split("train")[1][picked], y_train[picked])
+    assert np.array_equal(other.split("val")[1], y_val)
+    assert np.all(other.split("train")[1][unlabelled] != y_train[unlabelled])
+
+    f_train = load_features(pretrained / "features", "train", len(y_train))[picked]
+    f_val = load_features(pretrained / "features", "val", len(y_val))
+
+    def fit(data_dir: Path) -> FitResult:  # what train.run does, the labelled subset held fixed
+        seed_everything(params.seed)
+        return TRAINERS["semisup"](
+            HeadData(
+                f_train,
+                y_train[picked],
+                f_val,
+                y_val,
+                n_classes=len(ds.classes),
+                cfg=params.classifier,
+                seed=params.seed,
+                data_dir=data_dir,
+                model_dir=pretrained / "ae",
+                picked=picked,
+            )
+        )
+
+    a, b = fit(pretrained / "data"), fit(relabelled)
+    assert a.val_accuracy == b.val_accuracy
+    for part in ("module", "autoencoder"):
+        sa, sb = getattr(a, part).state_dict(), getattr(b, part).state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), part
+    diagnostics = ("pseudo_label_accuracy", "wrong_pseudo_label_confidence")
+    assert [{k: v for k, v in r.items() if k not in diagnostics} for r in a.curve] == [
+        {k: v for k, v in r.items() if k not in diagnostics} for r in b.curve
+    ]
+    # not vacuous: pseudo-labels passed the threshold and the diagnostics read the relabelled data
+    pairs = zip(a.curve, b.curve, strict=True)
+    assert all(ra["pseudo_label_accuracy"] > rb["pseudo_label_accuracy"] for ra, rb in pairs)
+
+
 def res_curve(out: Path) -> list[dict[str, str]]:
     import csv
 
