@@ -16,6 +16,7 @@ from aepipe.config import Params, parse_params
 from aepipe.stages import STAGES
 from tests.param_reads import covered, recorded_reads
 
+pytestmark = pytest.mark.slow  # every stage for real, register against an MLflow server
 REPO = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 

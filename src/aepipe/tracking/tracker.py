@@ -6,9 +6,11 @@ unit tests the ``NullTracker``. Stage code never imports mlflow itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from aepipe.errors import TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -50,12 +52,27 @@ class MlflowTracker:
         self.client = client
         self.run_id = run_id
 
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``; a failure of the server, the network or the artifact store
+        becomes a TrackingError naming what was being logged (the CLI then ends the message with
+        what happened to each output), never a traceback from inside the client."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(
+                f"MLflow failed while logging {what} to run {self.run_id}: {first}. Check that the "
+                "tracking server (and its artifact store) is reachable, then run the stage again: it "
+                "resumes from its last checkpoint"
+            ) from None
+
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, _short(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start : start + 100], synchronous=True)
+            batch = items[start : start + 100]
+            self._call("params", self.client.log_batch, self.run_id, params=batch, synchronous=True)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import time
@@ -65,18 +82,19 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         for start in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[start : start + 500], synchronous=True)
+            batch = items[start : start + 500]
+            self._call("metrics", self.client.log_batch, self.run_id, metrics=batch, synchronous=True)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+            self._call(f"artifacts {path}", self.client.log_artifacts, self.run_id, str(path), artifact_path)
         elif path.is_file():
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+            self._call(f"artifact {path}", self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, v)
+            self._call(f"tag {k}", self.client.set_tag, self.run_id, k, v)
 
 
 def _short(value: Any) -> str:
