@@ -783,6 +783,12 @@ COMMAND_CASES = [
         ["no MLflow store at"],
         "rollback",
     ),
+    CommandCase(
+        "register --best without a store",
+        lambda d: _in_subdir(d, "register", "--best"),
+        ["no MLflow store at", "MLFLOW_TRACKING_URI"],
+        "register",
+    ),
 ]
 
 

@@ -143,17 +143,18 @@ def wants_compile(setting: str | bool, device: torch.device, steps: int) -> bool
     )
 
 
-def available_memory(device: torch.device) -> int:
+def available_memory(device: torch.device, cgroup: Path | None = None) -> int:
     """Bytes free for data on ``device``: free GPU memory, or host memory available to this
-    process (the smaller of MemAvailable and what the cgroup limit leaves, as in a pod)."""
+    process (the smaller of MemAvailable and what the cgroup v2 limit leaves, memory.max minus
+    memory.current, as in a pod)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     free = _meminfo_available()
-    cgroup = Path("/sys/fs/cgroup")
+    root = Path(cgroup or "/sys/fs/cgroup")
     try:
         limit, used = (
-            (cgroup / "memory.max").read_text().strip(),
-            int((cgroup / "memory.current").read_text()),
+            (root / "memory.max").read_text().strip(),
+            int((root / "memory.current").read_text()),
         )
         if limit != "max":
             free = min(free, int(limit) - used)
