@@ -33,6 +33,21 @@ def test_available_cpus_is_capped_by_the_cgroup_quota(tmp_path: Path) -> None:
     assert dev.available_cpus(tmp_path / "no-such-dir") == affinity
 
 
+def test_available_cpus_reads_a_cgroup_v1_quota(tmp_path: Path) -> None:
+    """Nodes that still mount cgroup v1: cpu/cpu.cfs_quota_us over cpu.cfs_period_us, -1 = none."""
+    affinity = len(os.sched_getaffinity(0))
+
+    def v1(name: str, quota: int, controller: str = "cpu") -> Path:
+        (tmp_path / name / controller).mkdir(parents=True)
+        (tmp_path / name / controller / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+        (tmp_path / name / controller / "cpu.cfs_period_us").write_text("100000\n")
+        return tmp_path / name
+
+    assert dev.available_cpus(v1("half", 50000)) == 1
+    assert dev.available_cpus(v1("one-and-a-half", 150000, "cpu,cpuacct")) == min(affinity, 2)
+    assert dev.available_cpus(v1("none", -1)) == affinity
+
+
 def test_auto_threads_keep_the_process_count_but_never_exceed_the_quota(tmp_path: Path) -> None:
     four = cgroup(tmp_path, "400000 100000")
     limit = min(4, dev.available_cpus(four))

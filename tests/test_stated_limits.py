@@ -121,6 +121,25 @@ def test_no_usable_cgroup_limit_falls_back_to_host_memory(
     assert dev.available_memory(CPU, _cgroup(tmp_path, memory_max, memory_current)) == host_8g
 
 
+def test_cgroup_v1_memory_limit_caps_the_host_memory(tmp_path: Path, host_8g: int) -> None:
+    """Nodes that still mount cgroup v1: memory/memory.limit_in_bytes and memory.usage_in_bytes."""
+    gib, mib = 2**30, 2**20
+
+    def v1(root: Path, limit: int, usage: int) -> Path:
+        (root / "memory").mkdir(parents=True)
+        (root / "memory/memory.limit_in_bytes").write_text(f"{limit}\n")
+        (root / "memory/memory.usage_in_bytes").write_text(f"{usage}\n")
+        return root
+
+    assert dev.available_memory(CPU, v1(tmp_path / "pod", 2 * gib, 512 * mib)) == 1536 * mib
+    # v1's "no limit" is a page-rounded 2**63 - 1: the host's figure
+    assert dev.available_memory(CPU, v1(tmp_path / "none", 9223372036854771712, mib)) == host_8g
+    # a v2 file wins where both are mounted (the unified hierarchy is the one in force)
+    both = v1(tmp_path / "both", 2 * gib, 0)
+    _cgroup(both, "max", "0")
+    assert dev.available_memory(CPU, both) == host_8g
+
+
 def test_missing_cgroup_directory_falls_back_to_host_memory(tmp_path: Path, host_8g: int) -> None:
     assert dev.available_memory(CPU, tmp_path / "no-such-dir") == host_8g
 

@@ -103,18 +103,32 @@ def cpu_threads(setting: int | str = "auto", current: int | None = None, cgroup:
 
 
 def available_cpus(cgroup: Path | None = None) -> int:
-    """CPUs this process may use: its affinity mask, capped by the cgroup v2 quota (cpu.max)."""
+    """CPUs this process may use: its affinity mask, capped by the cgroup CPU quota."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(Path(cgroup or "/sys/fs/cgroup"))
+    return cpus if quota is None else min(cpus, max(1, math.ceil(quota)))
+
+
+def cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs' worth of time the cgroup may use, or None (no quota, or none readable): cgroup v2's
+    ``cpu.max`` ("max 100000" = none), else cgroup v1's ``cpu/cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us`` (quota -1 = none), as older nodes mount them."""
     try:
-        quota, period = (Path(cgroup or "/sys/fs/cgroup") / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    return cpus
+    for controller in ("cpu", "cpu,cpuacct"):
+        try:
+            v1_quota = int((root / controller / "cpu.cfs_quota_us").read_text())
+            v1_period = int((root / controller / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if v1_quota < 0 or v1_period <= 0 else v1_quota / v1_period
+    return None
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
@@ -145,22 +159,33 @@ def wants_compile(setting: str | bool, device: torch.device, steps: int) -> bool
 
 def available_memory(device: torch.device, cgroup: Path | None = None) -> int:
     """Bytes free for data on ``device``: free GPU memory, or host memory available to this
-    process (the smaller of MemAvailable and what the cgroup v2 limit leaves, memory.max minus
-    memory.current, as in a pod)."""
+    process (the smaller of MemAvailable and what the cgroup memory limit leaves, as in a pod)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     free = _meminfo_available()
-    root = Path(cgroup or "/sys/fs/cgroup")
-    try:
-        limit, used = (
-            (root / "memory.max").read_text().strip(),
-            int((root / "memory.current").read_text()),
-        )
-        if limit != "max":
-            free = min(free, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return max(free, 0)
+    left = cgroup_memory_left(Path(cgroup or "/sys/fs/cgroup"))
+    return max(free if left is None else min(free, left), 0)
+
+
+def cgroup_memory_left(root: Path) -> int | None:
+    """Limit minus usage of the cgroup, in bytes, or None (no limit, or none readable): cgroup
+    v2's ``memory.max`` / ``memory.current``, else cgroup v1's ``memory/memory.limit_in_bytes`` /
+    ``memory.usage_in_bytes`` (v1's "no limit" is a huge number, which the host figure undercuts)."""
+    for limit_file, usage_file in (
+        (root / "memory.max", root / "memory.current"),
+        (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes"),
+    ):
+        try:
+            limit, used = limit_file.read_text().strip(), int(usage_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if limit == "max":
+            return None
+        try:
+            return int(limit) - used
+        except ValueError:
+            return None
+    return None
 
 
 def _meminfo_available() -> int:
