@@ -43,6 +43,9 @@ def test_repo_params_yaml_is_valid_and_complete() -> None:
         ),
         ({"classifier": {"linear": {"c_grid": [1.0, -1.0]}}}, ["classifier.linear.c_grid", "> 0"]),
         ({"mlflow": {"model_name": "bad name/with slash"}}, ["mlflow.model_name", "letters, digits"]),
+        # registering onto the promotion aliases would skip the gate and the audit trail
+        ({"mlflow": {"alias": "champion"}}, ["mlflow.alias", "only `aepipe promote`", "Use challenger"]),
+        ({"mlflow": {"alias": "Previous-Champion"}}, ["mlflow.alias", "skip both"]),
     ],
 )
 def test_bad_params_name_the_key_and_the_fix(data: dict, needles: list[str]) -> None:
@@ -208,3 +211,10 @@ def test_bad_overrides_name_the_key(item: str, needles: list[str]) -> None:
         apply_overrides(load_params(REPO / "params.yaml"), [item], "bench params", flag="--set")
     for needle in needles:
         assert needle in str(info.value), str(info.value)
+
+
+def test_the_aliases_params_may_not_name_are_those_promotion_moves() -> None:
+    from aepipe.config import PROMOTION_ALIASES
+    from aepipe.tracking.promotion import CHAMPION, PREVIOUS
+
+    assert set(PROMOTION_ALIASES) == {CHAMPION, PREVIOUS}

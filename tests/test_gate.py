@@ -110,3 +110,26 @@ def test_a_significant_gain_within_the_margin_is_refused(client: Any, tmp_path: 
     assert decision.outcome == "refused" and champion == v1
     assert "not better than the champion by the margin" in decision.message
     assert "margin 0.0500" in decision.message
+
+
+def test_the_cli_promotes_the_configured_alias_and_exits_1_on_a_refusal(
+    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aepipe promote` reads mlflow.alias (what register gives new versions), not a fixed name,
+    and clears it from the promoted version; a refusal is exit status 1."""
+    import yaml
+
+    from aepipe.cli import main
+
+    name, v1, v2 = register_pair(client, tmp_path, [180, 183])
+    client.set_registered_model_alias(name, "candidate", v2)
+    params = tmp_path / "params.yaml"
+    mlflow = {"alias": "candidate", "model_name": name, "experiment": "gate-test"}
+    params.write_text(yaml.safe_dump({"mlflow": mlflow}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--params", str(params), "promote"]) == 1  # 3 images better: not significant
+    assert client.get_registered_model(name).aliases == {"champion": v1, "candidate": v2}
+    params.write_text(yaml.safe_dump({"mlflow": {**mlflow, "promotion_alpha": 1.0}}))
+    assert main(["--params", str(params), "promote"]) == 0
+    held = client.get_registered_model(name).aliases
+    assert held["champion"] == v2 and "candidate" not in held and held["previous-champion"] == v1

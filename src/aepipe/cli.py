@@ -116,6 +116,7 @@ def cmd_promote(args: argparse.Namespace, params: Any) -> dict[str, Any]:
         args.reason,
         alpha=cfg.promotion_alpha,
         experiment=cfg.experiment,
+        challenger=cfg.alias,
     )
     for note in d.repaired:
         print(f"aepipe promote: repaired: {note}", file=sys.stderr)

@@ -362,6 +362,11 @@ class EvaluateConfig(Section):
     batch_size: int = Field(1024, ge=1)
 
 
+# The aliases promotion owns (aepipe.tracking.promotion CHAMPION, PREVIOUS; a test keeps them equal):
+# mlflow.alias may not be one of them.
+PROMOTION_ALIASES = ("champion", "previous-champion")
+
+
 class MlflowConfig(Section):
     experiment: str = Field("aepipe", min_length=1)
     model_name: str = Field("aepipe-digits", min_length=1)
@@ -388,6 +393,17 @@ class MlflowConfig(Section):
     def _safe_name(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
             raise ValueError(f"{value!r} may only hold letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def _not_promotion_alias(cls, value: str) -> str:
+        if value.lower() in PROMOTION_ALIASES:
+            raise ValueError(
+                f"{value!r} is an alias that only `aepipe promote` / `rollback` move (after the gate, with "
+                "the audit trail); registering onto it would skip both. Use challenger (the default) "
+                "or another name"
+            )
         return value
 
 

@@ -132,10 +132,11 @@ def _finish(client: MlflowClient, name: str, intent: dict[str, Any], w: _Writer)
         _set_or_delete(w, client, enc, CHAMPION, enc_to, enc_held)
         _set_or_delete(w, client, enc, PREVIOUS, enc_prev, enc_held)
     _set_or_delete(w, client, name, PREVIOUS, previous, held)
-    if held.get(CHALLENGER) == to:
-        w(f"remove {name}@{CHALLENGER}", client.delete_registered_model_alias, name, CHALLENGER)
-        if enc_to and enc_held.get(CHALLENGER) == enc_to:
-            w(f"remove {enc}@{CHALLENGER}", client.delete_registered_model_alias, enc, CHALLENGER)
+    challenger = intent.get("challenger") or CHALLENGER  # intents written before it was recorded
+    if held.get(challenger) == to:
+        w(f"remove {name}@{challenger}", client.delete_registered_model_alias, name, challenger)
+        if enc_to and enc_held.get(challenger) == enc_to:
+            w(f"remove {enc}@{challenger}", client.delete_registered_model_alias, enc, challenger)
     w(f"record {CHAMPION_TAG}={to}", client.set_registered_model_tag, name, CHAMPION_TAG, to)
     w("clear the intent", client.delete_registered_model_tag, name, INTENT_TAG)
 
@@ -186,17 +187,19 @@ def outside_move(client: MlflowClient, name: str, held: dict[str, str], tags: di
     )
 
 
-def _no_challenger(client: MlflowClient, name: str, held: dict[str, str]) -> TrackingError:
+def _no_challenger(
+    client: MlflowClient, name: str, held: dict[str, str], challenger: str = CHALLENGER
+) -> TrackingError:
     last = registry.last_registration(client, name)
     if last is None:
         return TrackingError(
-            f"registered model {name!r} has no {CHALLENGER!r} alias and no registration recorded; "
+            f"registered model {name!r} has no {challenger!r} alias and no registration recorded; "
             "run the pipeline (`dvc repro`) or pass --version N"
         )
     champ = held.get(CHAMPION)
     where = " (it is the champion)" if champ == str(last.get("version")) else ""
     return TrackingError(
-        f"registered model {name!r} has no {CHALLENGER!r} alias: the last registration ({last.get('at')}) "
+        f"registered model {name!r} has no {challenger!r} alias: the last registration ({last.get('at')}) "
         f"{last.get('outcome')}{where}; nothing new to promote. Pass --version N to promote another version"
     )
 
@@ -228,7 +231,10 @@ def promote(
     reason: str | None = None,
     alpha: float = 0.05,
     experiment: str = "aepipe",
+    challenger: str = CHALLENGER,
 ) -> Decision:
+    """``challenger``: the alias `register` gives new versions (``mlflow.alias``), which promote
+    reads when no --version is given and removes from the version it promotes."""
     from aepipe.tracking.gate import run_gate
 
     _check_force(force, reason)
@@ -237,12 +243,12 @@ def promote(
         cand = get_version(client, name, str(version))
         if cand is None:
             raise TrackingError(f"registered model {name!r} has no version {version}")
-    elif CHALLENGER in held:
-        cand = get_version(client, name, held[CHALLENGER])
+    elif challenger in held:
+        cand = get_version(client, name, held[challenger])
         if cand is None:
-            raise TrackingError(f"{name}@{CHALLENGER} points at version {held[CHALLENGER]}, which is gone")
+            raise TrackingError(f"{name}@{challenger} points at version {held[challenger]}, which is gone")
     else:
-        raise _no_challenger(client, name, held)
+        raise _no_challenger(client, name, held, challenger)
     ver = str(cand.version)
     champ_ver = held.get(CHAMPION)
     if champ_ver == ver:
@@ -279,7 +285,14 @@ def promote(
         )
 
     when = _now()
-    intent = {"kind": "promotion", "from": champ_ver, "to": ver, "previous": champ_ver, "at": when}
+    intent = {
+        "kind": "promotion",
+        "from": champ_ver,
+        "to": ver,
+        "previous": champ_ver,
+        "at": when,
+        "challenger": challenger,
+    }
     w("write the intent", client.set_registered_model_tag, name, INTENT_TAG, json.dumps(intent))
     audit = {
         "aepipe.promoted_at": when,
