@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aepipe.errors import TrackingError
 from aepipe.tracking.gate import mcnemar_exact
-from aepipe.tracking.promotion import promote
+from aepipe.tracking.promotion import promote, rollback
 
 N = 200  # test images
 _names = itertools.count()
@@ -133,3 +134,24 @@ def test_the_cli_promotes_the_configured_alias_and_exits_1_on_a_refusal(
     assert main(["--params", str(params), "promote"]) == 0
     held = client.get_registered_model(name).aliases
     assert held["champion"] == v2 and "candidate" not in held and held["previous-champion"] == v1
+
+
+def test_rollback_steps_back_through_the_promotions_once_and_stops(client: Any, tmp_path: Path) -> None:
+    """v1, then v2, then v1 again (forced): rollbacks go to v2, then to the first v1, then there is
+    nothing left. Each version's own "previous champion" tag is overwritten when it is promoted
+    twice, which made rollbacks alternate v2, v1, v2, ... for ever; the model's history does not."""
+    name, v1, v2 = register_pair(client, tmp_path, [180, 190])
+    assert promote(client, name, "test_accuracy", 0.0, version=v2, experiment="gate-test").promoted
+    again = promote(
+        client, name, "test_accuracy", 0.0, version=v1, force=True, reason="test", experiment="gate-test"
+    )
+    assert again.promoted and client.get_registered_model(name).aliases["previous-champion"] == v2
+
+    first = rollback(client, name)
+    assert (first.version, first.previous) == (v2, v1)
+    assert client.get_registered_model(name).aliases == {"champion": v2, "previous-champion": v1}
+    second = rollback(client, name)
+    assert (second.version, second.previous) == (v1, v2)
+    assert client.get_registered_model(name).aliases == {"champion": v1}
+    with pytest.raises(TrackingError, match="nothing to roll back to"):
+        rollback(client, name)

@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 INTENT_TAG = "aepipe.promotion_intent"  # on the registered model while a move is in flight
 CHAMPION_TAG = "aepipe.champion"  # on the registered model: the version aepipe last made champion
+# On the registered model: the champions aepipe made, oldest first (JSON list; the last is the
+# champion). Rollback walks it, so it steps back through promotions even when a version was
+# champion twice (a per-version "previous" tag is overwritten then, and rollbacks would cycle).
+HISTORY_TAG = "aepipe.champion_history"
+HISTORY_MAX = 100
 
 
 # What a promotion or rollback did, and the exit status `aepipe promote` / `rollback` reports for it:
@@ -103,6 +108,18 @@ def _read_intent(tags: dict[str, str]) -> dict[str, Any] | None:
         return {"kind": "unreadable", "to": None}
 
 
+def _history(tags: dict[str, str], champion: str | None) -> list[str] | None:
+    """The recorded champion history, when it ends at today's ``champion`` (else None: none
+    recorded, unreadable, or the champion was moved outside aepipe since)."""
+    try:
+        history = json.loads(tags.get(HISTORY_TAG) or "null")
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(history, list) or not history or not all(isinstance(v, str) for v in history):
+        return None
+    return history if history[-1] == champion else None
+
+
 def _encoder_version(client: MlflowClient, name: str, ver: str | None) -> str | None:
     if not ver:
         return None
@@ -138,6 +155,9 @@ def _finish(client: MlflowClient, name: str, intent: dict[str, Any], w: _Writer)
         if enc_to and enc_held.get(challenger) == enc_to:
             w(f"remove {enc}@{challenger}", client.delete_registered_model_alias, enc, challenger)
     w(f"record {CHAMPION_TAG}={to}", client.set_registered_model_tag, name, CHAMPION_TAG, to)
+    if intent.get("history"):
+        history = json.dumps(intent["history"][-HISTORY_MAX:])
+        w(f"record {HISTORY_TAG}", client.set_registered_model_tag, name, HISTORY_TAG, history)
     w("clear the intent", client.delete_registered_model_tag, name, INTENT_TAG)
 
 
@@ -256,7 +276,9 @@ def promote(
             "already_champion", ver, None, f"version {ver} is already the champion", repaired=repaired
         )
     champ = get_version(client, name, champ_ver) if champ_ver else None
-    warning = outside_move(client, name, held, model_tags(client, name))
+    tags = model_tags(client, name)
+    warning = outside_move(client, name, held, tags)
+    history = _history(tags, champ_ver) or ([champ_ver] if champ_ver else [])
 
     gate: dict[str, Any]
     if champ is None:
@@ -292,6 +314,7 @@ def promote(
         "previous": champ_ver,
         "at": when,
         "challenger": challenger,
+        "history": [*history, ver],
     }
     w("write the intent", client.set_registered_model_tag, name, INTENT_TAG, json.dumps(intent))
     audit = {
@@ -335,11 +358,24 @@ def rollback(client: MlflowClient, name: str, reason: str | None = None) -> Deci
             f"{name}@{PREVIOUS} and @{CHAMPION} both point at v{target}: nothing to roll back to "
             f"(set {PREVIOUS} to an older version in the UI, or promote one with --version N --force)"
         )
-    older = prev.tags.get("aepipe.previous_champion") or None
-    if older == target:
-        older = None  # never make the chain point at itself
+    history = _history(model_tags(client, name), current)
+    if history is not None and len(history) >= 2 and history[-2] == target:
+        history = history[:-1]  # one promotion back; the one before it is the next rollback's
+        older = history[-2] if len(history) >= 2 else None
+    else:  # no history recorded (older versions of aepipe), or previous-champion set by hand
+        older = prev.tags.get("aepipe.previous_champion") or None
+        if older in (target, current):
+            older = None  # never make the chain point at itself, or back at what is rolled back
+        history = [older, target] if older else [target]
     when = _now()
-    intent = {"kind": "rollback", "from": current, "to": target, "previous": older, "at": when}
+    intent = {
+        "kind": "rollback",
+        "from": current,
+        "to": target,
+        "previous": older,
+        "at": when,
+        "history": history,
+    }
     w = _Writer(client, name, f"rolling {name} back to v{target}")
     w("write the intent", client.set_registered_model_tag, name, INTENT_TAG, json.dumps(intent))
     w("restore tag", client.set_model_version_tag, name, target, "aepipe.restored_at", when)
