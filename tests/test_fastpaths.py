@@ -86,7 +86,7 @@ def test_auto_means_each_device_types_measured_choice(monkeypatch: pytest.Monkey
     monkeypatch.setitem(dev.FAST_PATHS, "cpu", dev.FastPaths(True, False, compile_from_steps=100))
     assert not dev.wants_compile("auto", CPU, 99)
     assert dev.wants_compile("auto", CPU, 100) == bool(shutil.which("c++") or shutil.which("g++"))
-    # bf16 on this CPU only where FAST_PATHS says so (it measured 4x slower on AVX2): fp32 here.
+    # bf16 on a CPU only where FAST_PATHS says so (off: it changes results; README "Fast paths").
     with dev.autocast(CPU):
         out = torch.ones(2, 2) @ torch.ones(2, 2)
     assert out.dtype == (torch.bfloat16 if dev.FAST_PATHS["cpu"].bf16_autocast else torch.float32)
