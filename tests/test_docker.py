@@ -113,6 +113,19 @@ def test_image_installs_exactly_what_ci_installs() -> None:
     assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][\w.]*", p) for p in pins), pins
 
 
+def test_ci_runs_the_audit_after_the_tests_and_fails_on_it() -> None:
+    # README "Security": `make audit` runs in CI after the tests and fails the build
+    steps = [
+        line.strip()
+        for line in (REPO / ".ci/run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert "set -euo pipefail" in steps  # a failing step fails CI
+    assert "make test" in steps and "make audit" in steps, steps  # whole commands, not `|| true`'d
+    assert steps.index("make test") < steps.index("make audit")
+    assert "audit:" in (REPO / "Makefile").read_text().splitlines()
+
+
 def test_layers_are_ordered_for_cache_reuse_and_run_as_non_root() -> None:
     steps = instructions(DOCKERFILE.read_text())
     copies = [args for kind, args in steps if kind == "COPY"]

@@ -153,6 +153,9 @@ def test_selection_registers_best_validation_once(world, client) -> None:
     ):
         assert tags.get(key), key
     assert tags["aepipe.data_hash"] == data_hash and tags["aepipe.dataset"] == "digits"
+    # whether pretraining used labels (README: vae_joint, the default here, does)
+    uses_labels = "true" if tags["aepipe.variant"] == "vae_joint" else "false"
+    assert tags.get("aepipe.pretrain_uses_labels") == uses_labels, tags
     arts = {a.path for a in client.list_artifacts(mv["run_id"], "review")}
     for name in (
         "model_card.md",
@@ -161,6 +164,7 @@ def test_selection_registers_best_validation_once(world, client) -> None:
         "latent_projection.png",
         "misclassified.png",
         "pretrain_loss.png",
+        "test_predictions.csv",
     ):
         assert f"review/{name}" in arts, arts
     card = Path(client.download_artifacts(mv["run_id"], "review/model_card.md")).read_text()
@@ -175,7 +179,8 @@ def test_selection_registers_best_validation_once(world, client) -> None:
     logged = client.get_logged_model(source.data.tags["aepipe.candidate_model_id"])
     assert logged.params["model.name"] == "vae_joint"
     assert {"test_accuracy", "val_loss"} <= {m.key for m in logged.metrics}
-    assert {"confusion.png", "model_card.md"} <= {a.path for a in client.list_artifacts(mv["run_id"])}
+    root_arts = {a.path for a in client.list_artifacts(mv["run_id"])}
+    assert {"confusion.png", "misclassified.png", "model_card.md"} <= root_arts, root_arts
 
     # the encoder is registered on its own and yields features
     import mlflow
