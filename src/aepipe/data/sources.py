@@ -469,31 +469,24 @@ def _composite(img: Image, f: Path, over: Alpha, for_predict: bool) -> np.ndarra
     gray = img.mode in ("LA", "La")
     rgba = np.asarray(img.convert("LA" if gray else "RGBA"), dtype=np.float64)
     color, alpha = rgba[..., :-1], rgba[..., -1:] / 255.0
+    # how the setting is named in a message, and how to set it to another value
+    setting, change = ("--alpha", "pass --alpha") if for_predict else ("data.alpha", "set data.alpha:")
+    training = " (it must match data.alpha of the training run)" if for_predict else ""
     if over == "refuse":
-        if alpha.min() < 1.0 and for_predict:
-            raise DataError(
-                f"{f}: has transparent pixels and --alpha is refuse; pass --alpha white or black (as "
-                "data.alpha of the training run) to composite it over that background, or save it "
-                "without an alpha channel"
-            )
         if alpha.min() < 1.0:
             raise DataError(
-                f"{f}: has transparent pixels and data.alpha is refuse; set data.alpha: white or black "
-                "to composite images over that background, or save them without an alpha channel"
+                f"{f}: has transparent pixels and {setting} is refuse; {change} white or black{training} "
+                "to composite it over that background, or save it without an alpha channel"
             )
         alpha = np.ones_like(alpha)
     background = 255.0 if over != "black" else 0.0
     out = np.rint(color * alpha + background * (1.0 - alpha)).astype(np.uint8)
     if out.min() == out.max() and alpha.min() < alpha.max():
         other = "black" if over == "white" else "white"
-        setting, fix = (
-            (f"--alpha {over}", f"pass --alpha {other} (it must match data.alpha of the training run)")
-            if for_predict
-            else (f"data.alpha: {over}", f"set data.alpha: {other}")
-        )
+        shown = f"--alpha {over}" if for_predict else f"data.alpha: {over}"
         raise DataError(
             f"{f}: its content is only in the alpha channel and vanishes over a {over} background "
-            f"({setting}); {fix}"
+            f"({shown}); {change} {other}{training}"
         )
     if gray:
         return out[..., 0]
