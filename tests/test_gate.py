@@ -155,3 +155,9 @@ def test_rollback_steps_back_through_the_promotions_once_and_stops(client: Any, 
     assert client.get_registered_model(name).aliases == {"champion": v1}
     with pytest.raises(TrackingError, match="nothing to roll back to"):
         rollback(client, name)
+    # a previous-champion set by hand (UI) is what the next rollback goes to, and the chain then
+    # does not point back at the version it leaves
+    client.set_registered_model_alias(name, "previous-champion", v2)
+    by_hand = rollback(client, name)
+    assert (by_hand.version, by_hand.previous) == (v2, v1)
+    assert client.get_registered_model(name).aliases == {"champion": v2}
