@@ -2,8 +2,8 @@
 
 The same files go through both paths and must give byte-identical uint8 pixels: 16-bit and
 float images scaled by their range (not clipped), transparency composited over the same
-background (`data.alpha` for prepare, `--alpha` for predict), the same channel conversion and
-the same BILINEAR resize to the model's size.
+background (`data.alpha` for prepare, `--alpha` or the model's record of it for predict), the
+same channel conversion and the same BILINEAR resize to the model's size.
 """
 
 from __future__ import annotations
@@ -190,14 +190,15 @@ def test_cli_alpha_option_reaches_the_decoder(
         build_parser().parse_args(["predict", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--alpha {white,black,refuse}" in help_text
-    assert "must match data.alpha of the training run" in help_text and "(default: white)" in help_text
+    assert "default: the data.alpha the model was trained with" in help_text
+    assert "white for a model that predates the record" in help_text
 
     img = _white_ink_in_alpha(tmp_path / "ink.png")
     pair = _FakePair((1, H, W))
-    monkeypatch.setattr(predict_module, "load_pair_model", lambda uri, workdir: (pair, ["a", "b"]))
+    monkeypatch.setattr(predict_module, "load_pair_model", lambda uri, workdir: (pair, ["a", "b"], None))
     model = str(tmp_path)  # a local path: no tracking server is contacted
 
-    assert main(["predict", "--json", "--model", model, str(img)]) == 2  # default white
+    assert main(["predict", "--json", "--model", model, str(img)]) == 2  # no record: white
     err = capsys.readouterr().err
     assert "ink.png" in err and "--alpha black" in err and not pair.seen
 

@@ -290,9 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--alpha",
         choices=("white", "black", "refuse"),
-        default="white",
-        help="image files with transparency: composited over a white or black background, or refused; "
-        "must match data.alpha of the training run (default: white)",
+        default=None,
+        help="image files with transparency: composited over a white or black background, or refused "
+        "(default: the data.alpha the model was trained with, recorded in it; white for a model that "
+        "predates the record); a model trained over white or black refuses the other",
     )
     p.add_argument("images", nargs="+", help="image files, .npy (N×C×H×W uint8) or .npz (key x)")
     p.set_defaults(fn=cmd_predict)

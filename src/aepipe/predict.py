@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 import numpy as np
 
@@ -140,8 +140,9 @@ def check_pair_model(model_dir: Path, uri: str) -> tuple[Path, Path]:
     return dirs[0], dirs[1]
 
 
-def load_pair_model(uri: str, workdir: str) -> tuple[Any, list[str]]:
-    """(EncoderClassifier, class names) from a registry/run URI or a local model directory."""
+def load_pair_model(uri: str, workdir: str) -> tuple[Any, list[str], str | None]:
+    """(EncoderClassifier, class names, the training run's ``data.alpha`` or None where the model
+    predates its record) from a registry/run URI or a local model directory."""
     from aepipe.models.io import load_pair
 
     if remote_uri(uri):
@@ -165,7 +166,33 @@ def load_pair_model(uri: str, workdir: str) -> tuple[Any, list[str]]:
     classes = spec.get("classes")
     if not isinstance(classes, list) or len(classes) != int(spec.get("n_classes", -1)):
         raise ModelError(f"{clf_dir / 'spec.json'}: no class names for its {spec.get('n_classes')} classes")
-    return pair, [str(c) for c in classes]
+    from aepipe.data.sources import Alpha
+
+    recorded, known = spec.get("data_alpha"), get_args(Alpha)
+    if recorded is not None and recorded not in known:
+        raise ModelError(
+            f"{clf_dir / 'spec.json'}: data_alpha is {recorded!r}; it must be one of {', '.join(known)} "
+            "(the data.alpha the model was trained with)"
+        )
+    return pair, [str(c) for c in classes], recorded
+
+
+def resolve_alpha(given: Alpha | None, recorded: str | None, uri: str) -> Alpha:
+    """The background image files with transparency are read over: ``--alpha`` when given, else
+    the training run's ``data.alpha`` recorded in the model (white for a model that predates the
+    record). A model trained over white or black reads transparent files only over that same
+    background, since any other gives it pixels it never saw (``refuse`` gives none, so it is always
+    taken); one trained with ``refuse`` saw no transparent image, so ``--alpha white|black``
+    chooses freely."""
+    if given is None:
+        return cast("Alpha", recorded) if recorded is not None else "white"
+    if recorded in ("white", "black") and given != recorded and given != "refuse":
+        raise DataError(
+            f"--alpha {given}: {uri} was trained on images composited over {recorded} "
+            f"(data.alpha: {recorded}), so transparent files read over {given} would give it pixels it "
+            f"never saw; drop --alpha or pass --alpha {recorded}"
+        )
+    return given
 
 
 def check_inputs(paths: list[str]) -> None:
@@ -234,13 +261,14 @@ def _array_images(
         raise DataError(f"{p}: not a readable {p.suffix} of images ({exc})") from None
 
 
-def predict(model_uri: str, paths: list[str], alpha: Alpha = "white") -> list[dict[str, Any]]:
-    """``alpha``: the background of image files with transparency (``--alpha``); it must match
-    ``data.alpha`` of the training run, which the registered model does not record."""
+def predict(model_uri: str, paths: list[str], alpha: Alpha | None = None) -> list[dict[str, Any]]:
+    """``alpha``: the background of image files with transparency (``--alpha``); None takes the
+    training run's ``data.alpha`` from the model (:func:`resolve_alpha`)."""
     check_inputs(paths)
     with tempfile.TemporaryDirectory(prefix="aepipe-predict-") as workdir:
-        pair, classes = load_pair_model(model_uri, workdir)
-    names, x = load_images(paths, tuple(pair.autoencoder.spec.input_shape), alpha)
+        pair, classes, recorded = load_pair_model(model_uri, workdir)
+    over = resolve_alpha(alpha, recorded, model_uri)
+    names, x = load_images(paths, tuple(pair.autoencoder.spec.input_shape), over)
     proba = pair.predict_proba(x)
     return [
         {

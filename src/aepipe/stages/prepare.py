@@ -45,6 +45,9 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker = NullTracker()) -
             "shape": list(raw.x.shape[1:]),
             "counts": counts,
             "test_split": "given" if raw.x_test is not None else "carved",
+            # how image files with transparency were read; the trained pair records it so that
+            # `aepipe predict` reads image files the same way (aepipe.predict.resolve_alpha)
+            "alpha": cfg.alpha,
             **({"label_map": raw.label_map} if raw.label_map else {}),
         },
     )

@@ -94,6 +94,7 @@ def run(
         len(ds.classes),
         classes=ds.classes,
         labels_used=len(picked),
+        data_alpha=ds.meta.get("alpha"),  # None: prepared before it was recorded
         options=fit.options,
         **info,
     )
