@@ -369,3 +369,151 @@ def test_a_failed_local_run_ends_its_mlflow_run_failed_through_the_exit_handler(
         if r.data.tags.get("aepipe.kind") == "stage"
     ]
     assert stages == [("prepare", "FAILED")] * 2  # the first attempt and its retry
+
+
+class KfpApiServer:
+    """A stand-in for the Kubeflow Pipelines v2beta1 REST API on 127.0.0.1: it records every
+    request (method, path, Authorization header, JSON body) and answers the calls ``kfp.Client``
+    makes to start a run with the shapes the real API returns (``V2beta1Experiment``,
+    ``V2beta1Run``). It stands in for a cluster, which cannot run here: what it proves is what
+    ``aepipe pipeline submit`` sends and what it prints, not that a cluster accepts it."""
+
+    def __init__(self, existing_experiment: str | None = None, reject_runs: int | None = None) -> None:
+        self.requests: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(n)) if n else None
+                outer.requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "auth": self.headers.get("Authorization"),
+                        "body": body,
+                    }
+                )
+                status, out = 200, {}
+                if self.path.startswith("/apis/v2beta1/healthz"):
+                    out = {"multi_user": False}
+                elif self.path.startswith("/apis/v2beta1/experiments") and self.command == "GET":
+                    if existing_experiment:  # kfp.Client looks the experiment up by display_name
+                        out = {
+                            "experiments": [{"experiment_id": "exp-old", "display_name": existing_experiment}]
+                        }
+                elif self.path == "/apis/v2beta1/experiments" and self.command == "POST":
+                    out = {"experiment_id": "exp-new", "display_name": body["display_name"]}
+                elif self.path == "/apis/v2beta1/runs" and self.command == "POST":
+                    if reject_runs:
+                        status, out = reject_runs, {"error": "pipeline spec refused by the API server"}
+                    else:
+                        out = {"run_id": "run-7f3a", "display_name": body["display_name"]}
+                else:
+                    status, out = 404, {"error": f"no {self.command} {self.path} here"}
+                data = json.dumps(out).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+DIGEST = "sha256:" + "ab" * 32
+SUBMIT_ARGS = ["-p", "pretrain.epochs=7", "-p", "classifier.head=mlp", "--image", "registry.example/aepipe:1"]
+
+
+def test_submit_sends_the_compiled_pipeline_with_the_token_and_prints_the_run_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run submitted directly is the pipeline `compile` writes for the same arguments (the
+    image pinned to the same digest), with the overrides as its params_json, the bearer token on
+    every request, and the run URL built from the id the API returned."""
+    monkeypatch.setenv("AEPIPE_KFP_TOKEN", "tok-3c1")
+    server = KfpApiServer()
+    try:
+        capsys.readouterr()
+        code = submit(
+            monkeypatch, server.url, *SUBMIT_ARGS, "--image-digest", DIGEST, "--experiment", "team-a",
+            "--run-name", "digits-7",
+        )  # fmt: skip
+        out = capsys.readouterr().out
+    finally:
+        server.close()
+    assert code == 0
+    printed = json.loads(out[out.index("{") :])  # kfp.Client prints its own links first
+    assert printed["run_id"] == "run-7f3a"
+    assert printed["run_url"] == f"{server.url}/#/runs/details/run-7f3a"
+    assert printed["image"] == f"registry.example/aepipe:1@{DIGEST}"
+    assert printed["image_pinned"] == "--image-digest" and printed["experiment"] == "team-a"
+
+    assert server.requests[0]["path"] == "/apis/v2beta1/healthz"  # the preflight comes first
+    assert all(r["auth"] == "Bearer tok-3c1" for r in server.requests), server.requests
+    created = [
+        r for r in server.requests if r["method"] == "POST" and r["path"] == "/apis/v2beta1/experiments"
+    ]
+    assert [r["body"]["display_name"] for r in created] == ["team-a"]
+    (run,) = [
+        r["body"] for r in server.requests if r["method"] == "POST" and r["path"] == "/apis/v2beta1/runs"
+    ]
+    assert run["display_name"] == "digits-7" and run["experiment_id"] == "exp-new"
+
+    expected = apply_overrides(load_params(REPO / "params.yaml"), SUBMIT_ARGS[1:4:2])
+    sent = json.loads(run["runtime_config"]["parameters"]["params_json"])
+    assert sent == json.loads(expected.model_dump_json())
+    assert sent["pretrain"]["epochs"] == 7 and sent["classifier"]["head"] == "mlp"
+
+    assert (
+        main(["pipeline", "compile", "-o", str(tmp_path / "p.yaml"), *SUBMIT_ARGS, "--image-digest", DIGEST])
+        == 0
+    )
+    spec, platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    assert run["pipeline_spec"] == {"pipeline_spec": spec, "platform_spec": platform}
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {f"registry.example/aepipe:1@{DIGEST}"}
+
+
+def test_submit_into_an_existing_experiment_creates_none(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AEPIPE_KFP_TOKEN", raising=False)
+    server = KfpApiServer(existing_experiment="team-a")
+    try:
+        code = submit(
+            monkeypatch, server.url, *SUBMIT_ARGS, "--image-digest", DIGEST, "--experiment", "team-a"
+        )
+    finally:
+        server.close()
+    assert code == 0, capsys.readouterr().err
+    assert not [r for r in server.requests if r["method"] == "POST" and "experiments" in r["path"]]
+    (run,) = [r["body"] for r in server.requests if r["path"] == "/apis/v2beta1/runs"]
+    assert run["experiment_id"] == "exp-old"
+    assert all(r["auth"] is None for r in server.requests)  # no token set: no header invented
+
+
+def test_a_rejected_run_names_the_host_the_status_and_the_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = KfpApiServer(reject_runs=400)
+    try:
+        capsys.readouterr()
+        code = submit(monkeypatch, server.url, *SUBMIT_ARGS, "--image-digest", DIGEST)
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"Kubeflow Pipelines at {server.url} rejected the run (HTTP 400" in err
+    assert "pipeline spec refused by the API server" in err

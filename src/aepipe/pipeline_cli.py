@@ -354,19 +354,26 @@ def _params(args: argparse.Namespace, params: Params) -> tuple[Params, str, Path
     return params, resolve_image(params, args.image), root
 
 
+def _pinned(args: argparse.Namespace, image: str) -> tuple[str, str]:
+    """compile's and submit's image, pinned the same way (``pin_image``): what is compiled to a
+    file is what is submitted directly."""
+    engine = None if args.image_digest or "@" in image else local_engine_or_none()
+    return pin_image(image, args.image_digest, engine)
+
+
 def cmd_compile(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     params, image, root = _params(args, params)
-    engine = None if args.image_digest or "@" in image else local_engine_or_none()
-    image, how = pin_image(image, args.image_digest, engine)
+    image, how = _pinned(args, image)
     return compile_pipeline(params, image, args.output, root) | {"image_pinned": how}
 
 
 def cmd_submit(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     params, image, root = _params(args, params)
     run_name = args.run_name or f"aepipe-{time.strftime('%Y%m%d-%H%M%S')}"
+    image, how = _pinned(args, image)
     return submit(
         params, image, args.host, root, args.experiment or params.mlflow.experiment, run_name, args.namespace
-    )
+    ) | {"image_pinned": how}
 
 
 def cmd_local(args: argparse.Namespace, params: Params) -> dict[str, Any]:
@@ -409,19 +416,21 @@ def add_pipeline_commands(subparsers: Any) -> None:
         help="component image (default: env AEPIPE_IMAGE, else kubeflow.image, else the `make image` tag)",
     )
 
-    p = sub.add_parser("compile", parents=[shared], help="write the pipeline as KFP YAML")
-    p.add_argument("-o", "--output", default="pipeline.yaml", help="output file (default: pipeline.yaml)")
-    p.add_argument(
+    pinned = argparse.ArgumentParser(add_help=False)  # compile and submit pin the image alike
+    pinned.add_argument(
         "--image-digest",
         metavar="sha256:HEX",
         help="pin the image to this registry digest (default: the digest the local Docker engine knows "
         "for the image, when it was pushed or pulled here)",
     )
+
+    p = sub.add_parser("compile", parents=[shared, pinned], help="write the pipeline as KFP YAML")
+    p.add_argument("-o", "--output", default="pipeline.yaml", help="output file (default: pipeline.yaml)")
     p.set_defaults(fn=cmd_compile)
 
     p = sub.add_parser(
         "submit",
-        parents=[shared],
+        parents=[shared, pinned],
         help=f"start a run on a Kubeflow Pipelines cluster (bearer token from ${TOKEN_ENV})",
     )
     p.add_argument("--host", required=True, help="KFP endpoint, e.g. http://localhost:8080")
