@@ -60,8 +60,11 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check --quiet .
 	$(BIN)/python -m mypy
 
+# The MLflow UI over the store the stages write without MLFLOW_TRACKING_URI: UI_DIR/mlflow.db
+# (UI_DIR: the project folder, this one by default).
+UI_DIR ?= .
 ui: $(VENV)/.installed
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
+	cd $(UI_DIR) && MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(CURDIR)/$(BIN)/mlflow server \
 	  --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns \
 	  --host 127.0.0.1 --port $(UI_PORT) --workers 1
 
