@@ -37,17 +37,28 @@ def client(tracking_env: str) -> Any:
     return MlflowClient(tracking_uri=tracking_env, registry_uri=tracking_env)
 
 
-def register_pair(client: Any, tmp_path: Path, right: list[int]) -> tuple[str, str, str]:
+def register_pair(
+    client: Any,
+    tmp_path: Path,
+    right: list[int],
+    hashes: tuple[str, str] = ("d" * 64, "d" * 64),
+    labels_of_v2: np.ndarray | None = None,
+) -> tuple[str, str, str]:
     """A new registered model whose v1 (champion) and v2 (challenger) get right the first
-    right[0] and right[1] of N test images, the rest wrong; returns (name, v1, v2)."""
+    right[0] and right[1] of N test images, the rest wrong; returns (name, v1, v2). ``hashes``:
+    each version's data hash tag; ``labels_of_v2``: other test labels for v2's predictions file."""
     name = f"gate-test-{next(_names)}"
     client.create_registered_model(name)
     exp = client.get_experiment_by_name("gate-test") or client.get_experiment(
         client.create_experiment("gate-test")
     )
-    labels = np.arange(N) % 10
     versions = []
-    for n_right in right:
+    for n_right, data_hash, labels in zip(
+        right,
+        hashes,
+        (np.arange(N) % 10, labels_of_v2 if labels_of_v2 is not None else np.arange(N) % 10),
+        strict=True,
+    ):
         pred = np.where(np.arange(N) < n_right, labels, (labels + 1) % 10)
         run = client.create_run(exp.experiment_id)
         csv = tmp_path / f"{run.info.run_id}/test_predictions.csv"
@@ -59,7 +70,7 @@ def register_pair(client: Any, tmp_path: Path, right: list[int]) -> tuple[str, s
         client.log_artifact(run.info.run_id, str(csv), "review")
         client.set_terminated(run.info.run_id)
         mv = client.create_model_version(
-            name, f"{run.info.artifact_uri}/review", run.info.run_id, tags={"aepipe.data_hash": "d" * 64}
+            name, f"{run.info.artifact_uri}/review", run.info.run_id, tags={"aepipe.data_hash": data_hash}
         )
         versions.append(str(mv.version))
     client.set_registered_model_alias(name, "champion", versions[0])
@@ -92,11 +103,39 @@ def test_alpha_one_turns_the_significance_check_off(client: Any, tmp_path: Path)
 
 
 def test_a_significant_gain_passes(client: Any, tmp_path: Path) -> None:
-    decision, champion, tags, (_, v2) = gate(client, tmp_path, [180, 186])
+    decision, champion, tags, (v1, v2) = gate(client, tmp_path, [180, 186])
     assert decision.outcome == "promoted" and champion == v2
     assert float(tags["aepipe.gate.mcnemar_p"]) == pytest.approx(2 / 64)
     assert tags["aepipe.gate.challenger_test_accuracy"] == "0.930000"
     assert tags["aepipe.gate.champion_test_accuracy"] == "0.900000"
+    # the README's "one `gate ...` run in the experiment with a nested run per model"
+    run = client.get_run(tags["aepipe.gate.run_id"])
+    assert run.data.tags["aepipe.kind"] == "gate" and run.info.run_name.endswith(f"v{v2} vs champion v{v1}")
+    nested = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+    )
+    assert sorted(r.info.run_name for r in nested) == sorted([f"challenger v{v2}", f"champion v{v1}"])
+
+
+def refused_unpaired(client: Any, tmp_path: Path, **kw: Any) -> tuple[Any, str, dict[str, str], str]:
+    """A clear gain (186 vs 180 right) that must still be refused: the pair cannot be compared."""
+    name, v1, v2 = register_pair(client, tmp_path, [180, 186], **kw)
+    decision = promote(client, name, "test_accuracy", 0.0, version=v2, alpha=0.05, experiment="gate-test")
+    assert decision.outcome == "refused"
+    assert client.get_registered_model(name).aliases["champion"] == v1  # the champion stays
+    tags = client.get_model_version(name, v2).tags
+    assert tags["aepipe.gate.result"] == "refused" and "aepipe.gate.mcnemar_p" not in tags
+    return decision, v1, tags, v2
+
+
+def test_versions_scored_on_different_data_are_refused(client: Any, tmp_path: Path) -> None:
+    decision, *_ = refused_unpaired(client, tmp_path, hashes=("d" * 64, "e" * 64))
+    assert "evaluated on different data (challenger eeeeeeeeeeee, champion dddddddddddd)" in decision.message
+
+
+def test_the_same_data_hash_with_other_test_labels_is_refused(client: Any, tmp_path: Path) -> None:
+    decision, v1, _, v2 = refused_unpaired(client, tmp_path, labels_of_v2=(np.arange(N) + 3) % 10)
+    assert f"v{v2} and v{v1} were scored on different test images (labels differ" in decision.message
 
 
 def test_a_tie_keeps_the_champion_and_says_so(client: Any, tmp_path: Path) -> None:
