@@ -75,9 +75,13 @@ audit:
 	.venv-audit/bin/pip-audit --no-deps --disable-pip --progress-spinner off -r requirements.txt -r requirements-dev.txt
 
 # --network host: pip reaches PyPI (or the wheelhouse on 127.0.0.1) from an engine without a bridge.
+# GIT_COMMIT/GIT_DIRTY: the checkout's commit, baked into the image for lineage (no .git inside).
 image:
 	DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile --build-arg VARIANT=$(VARIANT) \
-	  --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) --build-arg WHEELHOUSE=$(WHEELHOUSE) -t $(IMAGE):$(TAG) .
+	  --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) --build-arg WHEELHOUSE=$(WHEELHOUSE) \
+	  --build-arg GIT_COMMIT="$$(git rev-parse HEAD 2>/dev/null)" \
+	  --build-arg GIT_DIRTY="$$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true || echo false)" \
+	  -t $(IMAGE):$(TAG) .
 
 image-push: image
 	docker push $(IMAGE):$(TAG)

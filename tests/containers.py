@@ -68,6 +68,12 @@ def pod_args(**extra: Any) -> dict[str, Any]:
     }
 
 
+def baked_commit(engine: Any) -> tuple[str, str]:
+    """(AEPIPE_GIT_COMMIT, AEPIPE_GIT_DIRTY) as `make image` baked them into the image."""
+    env = dict(e.split("=", 1) for e in engine.images.get(image()).attrs["Config"]["Env"])
+    return env.get("AEPIPE_GIT_COMMIT", ""), env.get("AEPIPE_GIT_DIRTY", "")
+
+
 def run(engine: Any, command: list[str], **extra: Any) -> tuple[int, str, str]:
     """Run ``command`` in the image like a pod; (exit status, stdout, stderr)."""
     container = engine.containers.run(image(), command, detach=True, **pod_args(**extra))

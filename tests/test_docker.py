@@ -12,6 +12,7 @@ filesystem with a writable /tmp, like a task of the compiled pipeline.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -219,6 +220,27 @@ def test_docker_run_image_validates_the_params(engine: Any) -> None:
     status, out, err = containers.run(engine, [], network_mode="none")  # the image's CMD: aepipe params
     assert status == 0, err
     assert json.loads(out)["kubeflow.run_as_user"] == containers.UID
+
+
+def test_the_image_carries_the_commit_it_was_built_from(engine: Any) -> None:
+    """The image has no .git; `make image` passes the checkout's commit, and a stage in the image
+    reports it as its lineage. In CI the image is built from this very clone, so it must be HEAD."""
+    commit, dirty = containers.baked_commit(engine)
+    assert re.fullmatch(r"[0-9a-f]{40}", commit), f"{containers.image()} was built without GIT_COMMIT"
+    assert dirty in ("true", "false")
+    if os.environ.get("CI"):
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        assert commit == head.stdout.strip(), "the image tested is not this checkout's"
+    code = "import json; from aepipe.tracking.lineage import git_info; print(json.dumps(git_info()))"
+    status, out, err = containers.run(engine, ["python", "-c", code], network_mode="none")
+    assert status == 0, err
+    assert json.loads(out) == {
+        "mlflow.source.git.commit": commit,
+        "aepipe.git_commit": commit,
+        "aepipe.git_dirty": dirty,
+    }
 
 
 @pytest.mark.slow

@@ -112,6 +112,10 @@ def test_the_pipeline_in_the_image_registers_the_pair_dvc_repro_and_the_subproce
     client = MlflowClient()
     parent = client.get_run(client.get_run(record["this_run_id"]).data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED"
+    # lineage from inside the image (no .git there): the commit `make image` baked in
+    commit, dirty = containers.baked_commit(engine)
+    assert parent.data.tags["aepipe.git_commit"] == commit
+    assert parent.info.run_name.endswith(f"@{commit[:7]}" + ("+dirty" if dirty == "true" else ""))
     exp = client.get_experiment_by_name(pipeline_runs.EXPERIMENT)
     children = client.search_runs(
         [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"

@@ -56,3 +56,58 @@ def test_default_store_is_the_project_root_from_a_subdirectory(tmp_path: Path, m
     with pytest.raises(lineage.TrackingError, match="no MLflow store at"):
         lineage.require_store()
     assert not list(tmp_path.rglob("mlflow.db"))
+
+
+def test_a_queued_dvc_experiment_tracks_into_the_project_store(tmp_path: Path, monkeypatch) -> None:
+    """`dvc exp run --queue/--temp` runs stages in <project>/.dvc/tmp/exps/<tmp> (DVC_ROOT): they
+    land in <project>/mlflow.db, not in the temporary copy DVC deletes afterwards."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project = tmp_path / "proj"
+    temp_copy = project / ".dvc" / "tmp" / "exps" / "tmpk2x9"
+    temp_copy.mkdir(parents=True)
+    (temp_copy / "dvc.yaml").write_text("stages: {}\n")  # the copy is a project of its own too
+    monkeypatch.chdir(temp_copy)
+    monkeypatch.setenv("DVC_ROOT", str(temp_copy))
+    assert lineage.project_root() == project.resolve()
+    assert lineage.tracking_uri() == f"sqlite:///{project.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "other"))  # a plain `dvc repro`: its own root
+    assert lineage.project_root() == (tmp_path / "other").resolve()
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_without_a_checkout_the_commit_comes_from_the_image(tmp_path: Path, monkeypatch) -> None:
+    """The component image holds no .git: `make image` bakes the commit in (AEPIPE_GIT_COMMIT),
+    and runs in it carry that commit instead of none (run names ended in @no-git)."""
+    monkeypatch.delenv("AEPIPE_GIT_COMMIT", raising=False)
+    monkeypatch.delenv("AEPIPE_GIT_DIRTY", raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above tmp_path counts
+    assert lineage.git_info(str(tmp_path)) == {}
+    assert lineage.run_title(PARAMS, {}).endswith("@no-git")
+
+    monkeypatch.setenv("AEPIPE_GIT_COMMIT", COMMIT)
+    monkeypatch.setenv("AEPIPE_GIT_DIRTY", "false")
+    tags = lineage.git_info(str(tmp_path))
+    assert tags == {
+        "mlflow.source.git.commit": COMMIT,
+        "aepipe.git_commit": COMMIT,
+        "aepipe.git_dirty": "false",
+    }
+    assert lineage.run_title(PARAMS, tags).endswith(f"@{COMMIT[:7]}")
+    monkeypatch.setenv("AEPIPE_GIT_DIRTY", "true")
+    assert lineage.run_title(PARAMS, lineage.git_info(str(tmp_path))).endswith(f"@{COMMIT[:7]}+dirty")
+    for bad in ("", "main", COMMIT[:7], COMMIT.upper()):  # not a full commit id: no lineage invented
+        monkeypatch.setenv("AEPIPE_GIT_COMMIT", bad)
+        assert lineage.git_info(str(tmp_path)) == {}
+
+
+def test_a_checkout_wins_over_the_environment(monkeypatch) -> None:
+    import subprocess
+
+    monkeypatch.setenv("AEPIPE_GIT_COMMIT", COMMIT)
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("this copy of the project is not a git checkout")
+    assert lineage.git_info(str(repo))["aepipe.git_commit"] == head.stdout.strip() != COMMIT

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +120,10 @@ def client(existing_store: bool = False) -> MlflowClient:
 
 
 def git_info(cwd: str | None = None) -> dict[str, str]:
+    """The commit of the code that runs: the checkout's (``git rev-parse HEAD`` in ``cwd``), else,
+    where there is no checkout (the component image, which holds no .git), the commit the image
+    was built from (``AEPIPE_GIT_COMMIT``/``AEPIPE_GIT_DIRTY``, baked in by ``make image``)."""
+
     def git(*args: str) -> str | None:
         try:
             return subprocess.run(
@@ -128,13 +133,17 @@ def git_info(cwd: str | None = None) -> dict[str, str]:
             return None
 
     commit = git("rev-parse", "HEAD")
-    if not commit:
-        return {}
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    if commit:
+        dirty = str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()
+    else:
+        commit = os.environ.get("AEPIPE_GIT_COMMIT", "").strip()
+        if not re.fullmatch(r"[0-9a-f]{40}", commit):
+            return {}
+        dirty = "true" if os.environ.get("AEPIPE_GIT_DIRTY", "").strip() == "true" else "false"
     return {
         "mlflow.source.git.commit": commit,
         "aepipe.git_commit": commit,
-        "aepipe.git_dirty": str(bool(dirty)).lower(),
+        "aepipe.git_dirty": dirty,
     }
 
 
