@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import yaml
 from PIL import Image
 
 from aepipe.cli import main
@@ -131,6 +132,13 @@ def test_selection_registers_best_validation_once(world, client) -> None:
     data_hash = load_prepared(world["root"] / "data").meta["data_hash"]
     best = run_best(world["heads"]["all"]["params"], data_hash, world["root"] / "best.json")
     assert not best["created"] and best["version"] == str(challenger.version)
+    # the same through the CLI: `aepipe register --best --data DIR` hashes the prepared data itself
+    params_file = world["root"] / "best-params.yaml"
+    params_file.write_text(yaml.safe_dump(world["heads"]["all"]["params"].model_dump(mode="json")))
+    args = ["--params", str(params_file), "register", "--best", "--data", str(world["root"] / "data")]
+    assert main([*args, "--out", str(world["root"] / "best-cli.json"), "--json"]) == 0
+    cli_best = json.loads((world["root"] / "best-cli.json").read_text())
+    assert not cli_best["created"] and cli_best["version"] == str(challenger.version)
     assert len(client.search_model_versions(f"name='{NAME}'")) == n_versions
 
     # the review pack on the source run and the version's description/tags, through the REST API
@@ -175,6 +183,8 @@ def test_selection_registers_best_validation_once(world, client) -> None:
     # the version's source run and its LoggedModel hold the effective params and the metrics
     source = client.get_run(mv["run_id"])
     assert source.data.params["model.name"] == "vae_joint" and "model.vae.beta" not in source.data.params
+    head, labels = tags["aepipe.head"], world["heads"][best_key]["params"].classifier.labels_per_class
+    assert source.info.run_name == f"register vae_joint+{head} labels={'all' if labels is None else labels}"
     assert {"test_accuracy", "val_accuracy", "val_loss"} <= set(source.data.metrics)
     logged = client.get_logged_model(source.data.tags["aepipe.candidate_model_id"])
     assert logged.params["model.name"] == "vae_joint"
@@ -292,6 +302,13 @@ def test_cli_promote_refusal_exit_code_and_predict(
     rows = json.loads(capsys.readouterr().out)
     assert [r["input"] for r in rows] == ["img0.png", "img1.png", "img2.png"]
     assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
+    # the same model through its run (runs:/<register run>/model) answers the same
+    run_id = client.get_model_version_by_alias(NAME, "champion").run_id
+    assert (
+        main(["predict", "--json", "--model", f"runs:/{run_id}/model", "img0.png", "img1.png", "img2.png"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == rows
     assert main(["predict", "--model", f"models:/{NAME}@champion", "broken.png"]) == 2
     assert "broken.png: cannot be decoded as an image" in capsys.readouterr().err
 

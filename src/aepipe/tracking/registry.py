@@ -161,24 +161,36 @@ def _log_pyfunc(
     ``mlflow.start_run(run_id=...)`` would end the stage run FINISHED when its block exits, before
     the registration that follows has happened; ``Model.log(run_id=...)`` leaves its status to the
     stage. The LoggedModel takes the run's params and the metrics logged so far (MLflow 3 copies
-    them), so the model page shows them too.
+    the metrics; the params are given here), so the model page shows them too.
+
+    The LoggedModel is created first, in the run's experiment: left to ``Model.log``, MLflow
+    3.17 puts it in the current fluent experiment (Default, with no active run), and then
+    ``runs:/<run>/model`` finds no model, since it looks in the run's experiment.
     """
     import mlflow
     from mlflow.models import Model
 
+    run = mlflow.MlflowClient().get_run(run_id)
+    model = mlflow.initialize_logged_model(
+        name=name,
+        source_run_id=run_id,
+        tags=tags,
+        params={k: str(v) for k, v in run.data.params.items()},
+        experiment_id=run.info.experiment_id,
+    )
     info = Model.log(
         artifact_path=None,
         name=name,
         flavor=mlflow.pyfunc,
         flavor_name="pyfunc.ModelFromCode",
         run_id=run_id,
+        model_id=model.model_id,
         python_model=str(code),
         code_paths=[str(Path(aepipe.__file__).parent)],
         artifacts=artifacts,
         signature=signature,
         input_example=example,
         pip_requirements=pip_requirements(),
-        tags=tags,
     )
     model_id: str = info.model_id
     return model_id
