@@ -218,3 +218,24 @@ def test_the_aliases_params_may_not_name_are_those_promotion_moves() -> None:
     from aepipe.tracking.promotion import CHAMPION, PREVIOUS
 
     assert set(PROMOTION_ALIASES) == {CHAMPION, PREVIOUS}
+
+
+def test_aepipe_params_validates_the_file_and_prints_every_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: `aepipe params` validates params.yaml and prints every value, flattened."""
+    import json
+
+    capsys.readouterr()
+    assert main(["--params", str(REPO / "params.yaml"), "params"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = json.loads(json.dumps(load_params(REPO / "params.yaml").flat(), default=str))
+    assert printed == expected
+    assert (
+        printed["pretrain.epochs"] == yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]["epochs"]
+    )
+    bad = tmp_path / "params.yaml"
+    bad.write_text("pretrain:\n  epochs: -3\n")
+    assert main(["--params", str(bad), "params"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "pretrain.epochs" in err

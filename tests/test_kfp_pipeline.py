@@ -378,7 +378,9 @@ class KfpApiServer:
     ``V2beta1Run``). It stands in for a cluster, which cannot run here: what it proves is what
     ``aepipe pipeline submit`` sends and what it prints, not that a cluster accepts it."""
 
-    def __init__(self, existing_experiment: str | None = None, reject_runs: int | None = None) -> None:
+    def __init__(
+        self, existing_experiment: str | None = None, reject_runs: int | None = None, multi_user: bool = False
+    ) -> None:
         self.requests: list[dict[str, Any]] = []
         outer = self
 
@@ -396,7 +398,7 @@ class KfpApiServer:
                 )
                 status, out = 200, {}
                 if self.path.startswith("/apis/v2beta1/healthz"):
-                    out = {"multi_user": False}
+                    out = {"multi_user": multi_user}
                 elif self.path.startswith("/apis/v2beta1/experiments") and self.command == "GET":
                     if existing_experiment:  # kfp.Client looks the experiment up by display_name
                         out = {
@@ -517,3 +519,21 @@ def test_a_rejected_run_names_the_host_the_status_and_the_reason(
     assert code == 2
     assert f"Kubeflow Pipelines at {server.url} rejected the run (HTTP 400" in err
     assert "pipeline spec refused by the API server" in err
+
+
+def test_submit_on_multi_user_kubeflow_works_in_the_profile_namespace(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = KfpApiServer(multi_user=True)
+    try:
+        code = submit(
+            monkeypatch, server.url, *SUBMIT_ARGS, "--image-digest", DIGEST, "--experiment", "team-a",
+            "--namespace", "profile-a",
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert code == 0, capsys.readouterr().err
+    lookups = [r["path"] for r in server.requests if r["method"] == "GET" and "experiments" in r["path"]]
+    assert lookups and all("namespace=profile-a" in p for p in lookups), lookups
+    (created,) = [r["body"] for r in server.requests if r["method"] == "POST" and "experiments" in r["path"]]
+    assert created == {"display_name": "team-a", "namespace": "profile-a"}

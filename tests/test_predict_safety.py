@@ -183,3 +183,24 @@ def test_unreadable_inputs_get_one_clear_message(models, tmp_path: Path, capsys)
         assert code == 2 and expect in err and "Traceback" not in err, (path, err)
     code, out, err = run_predict(model, [tmp_path / "good.npy"], capsys)
     assert code == 0 and out.count('"input"') == len(models["x"]), err
+
+
+def test_npz_input_predicts_like_the_same_images_as_files(models, tmp_path: Path, capsys) -> None:
+    """README: .npy (N×C×H×W uint8) or .npz (key x) inputs; rows named file[i]; a wrong image
+    shape refused naming the file and both shapes."""
+    import json
+
+    imgs = [models["root"] / f"img{i}.png" for i in range(3)]
+    code, out, err = run_predict(models["root"] / "pair", imgs, capsys)
+    assert code == 0, err
+    from_files = json.loads(out)
+    np.savez(tmp_path / "batch.npz", x=models["x"])
+    code, out, err = run_predict(models["root"] / "pair", [tmp_path / "batch.npz"], capsys)
+    assert code == 0, err
+    from_npz = json.loads(out)
+    assert [r["input"] for r in from_npz] == ["batch.npz[0]", "batch.npz[1]", "batch.npz[2]"]
+    assert [r["probabilities"] for r in from_npz] == [r["probabilities"] for r in from_files]
+    np.savez(tmp_path / "wrong.npz", x=models["x"][:, :, :4, :4])
+    code, _, err = run_predict(models["root"] / "pair", [tmp_path / "wrong.npz"], capsys)
+    assert code == 2
+    assert "wrong.npz: images are (1, 4, 4) but the model expects (1, 8, 8)" in err, err

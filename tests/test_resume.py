@@ -211,3 +211,24 @@ def test_a_train_checkpoint_is_resumed_only_by_the_encoder_spec_and_features_it_
     assert list(checkpoints.glob("*/last.pt")) == left  # fresh runs neither used nor removed it
     assert train_on("grid1")["resumed_from_epoch"] == 1  # the run it was written for resumes
     assert not list(checkpoints.glob("*/last.pt"))
+
+
+def test_checkpoints_go_where_the_readme_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AEPIPE_CHECKPOINT_DIR when set; else .aepipe/checkpoints in a writable working directory
+    (a checkout); else, as in the component image whose working directory is read-only for its
+    user, $XDG_CACHE_HOME/aepipe/checkpoints (~/.cache when unset)."""
+    from aepipe.training import checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AEPIPE_CHECKPOINT_DIR", str(tmp_path / "elsewhere"))
+    assert checkpoint.checkpoint_dir("train", 1).parent == tmp_path / "elsewhere"
+    monkeypatch.delenv("AEPIPE_CHECKPOINT_DIR")
+    assert checkpoint.checkpoint_dir("train", 1).parent == Path(".aepipe/checkpoints")
+
+    # read-only working directory (os.access, since CI runs as root and chmod would not stop it)
+    monkeypatch.setattr(checkpoint.os, "access", lambda path, mode: Path(path) != tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert checkpoint.checkpoint_root() == tmp_path / "cache" / "aepipe" / "checkpoints"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert checkpoint.checkpoint_root() == tmp_path / "home" / ".cache" / "aepipe" / "checkpoints"
