@@ -102,3 +102,52 @@ def test_aepipe_pretrain_under_torchrun_writes_outputs_and_mlflow_once(tmp_path:
         [e.experiment_id for e in client.search_experiments()], "tags.`aepipe.stage` = 'pretrain'"
     )
     assert len(runs) == 1 and len(client.get_metric_history(runs[0].info.run_id, "train_loss")) == 2
+
+
+def test_sigterm_under_torchrun_stops_every_rank_at_an_epoch_checkpoint_and_the_rerun_resumes(
+    tmp_path: Path,
+) -> None:
+    """README: under torchrun each rank stops with the last finished epoch's checkpoint (no
+    mid-epoch one: the ranks are not stopped at one common step), and a re-run resumes from it."""
+    import signal
+    import time
+
+    prepare.run(parse_params({}), tmp_path / "data")
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"pretrain": {"epochs": 8, "batch_size": 16}, "model": {"width": 4}, "device": "cpu"})
+    )
+    cmd = [*TORCHRUN, "-m", "aepipe.cli", "--params", str(tmp_path / "params.yaml"), "pretrain"]
+    cmd += ["--data", str(tmp_path / "data"), "--model", str(tmp_path / "ae"), "--json"]
+    cmd += ["--metrics", str(tmp_path / "pretrain.json"), "--plots", str(tmp_path / "plots")]
+    proc = subprocess.Popen(
+        cmd, env=env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "checkpoints").glob("*/*.pt")):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to torchrun, which forwards it to both ranks
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the ranks did not stop within 120 s of SIGTERM") from None
+    assert proc.returncode != 0 and not (tmp_path / "pretrain.json").exists(), err[-3000:]
+    (ckpt,) = (tmp_path / "checkpoints").glob("*/*.pt")
+    state = torch.load(ckpt, weights_only=True)
+    assert "partial" not in state, "a mid-epoch checkpoint under torchrun"
+    stopped_after = len(state["history"])
+    assert 1 <= stopped_after < 8
+
+    again = subprocess.run(cmd, env=env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    decoder, results, text = json.JSONDecoder(), [], again.stdout
+    while "{" in text:  # rank 0's full result and rank 1's stub, in either order
+        obj, end = decoder.raw_decode(text[text.index("{") :])
+        results.append(obj)
+        text = text[text.index("{") + end :]
+    (result,) = [r for r in results if "resumed_from_epoch" in r]
+    assert result["resumed_from_epoch"] == stopped_after
+    assert json.loads((tmp_path / "pretrain.json").read_text())["epochs"] == 8
