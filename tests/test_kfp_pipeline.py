@@ -267,36 +267,12 @@ def test_repo_root_is_found_from_a_subfolder_and_missing_one_is_named(tmp_path: 
         find_repo_root(tmp_path)
 
 
-class StatusServer:
-    """A real HTTP server on 127.0.0.1 that answers every GET with one status and counts requests."""
-
-    def __init__(self, status: int) -> None:
-        self.requests = 0
-        self.status = status
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.requests += 1
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b'{"error": "unauthenticated"}')
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def status_server(request: pytest.FixtureRequest) -> Iterator[StatusServer]:
-    server = StatusServer(request.param)
+def status_server(request: pytest.FixtureRequest) -> Iterator[KfpApiServer]:
+    """The KFP stand-in whose health check answers ``request.param`` (401, 403: refused auth)."""
+    server = KfpApiServer(healthz_status=request.param)
     yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    server.close()
 
 
 def submit(monkeypatch: pytest.MonkeyPatch, host: str, *args: str) -> int:
@@ -317,25 +293,23 @@ def test_submit_to_a_closed_port_names_the_host(
 
 @pytest.mark.parametrize("status_server", [401, 403], indirect=True)
 def test_submit_refused_auth_names_the_host_and_the_fix(
-    status_server: StatusServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    status_server: KfpApiServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert submit(monkeypatch, status_server.url) == 2
     err = capsys.readouterr().err
-    assert (
-        f"Kubeflow Pipelines at {status_server.url} refused authentication (HTTP {status_server.status})"
-        in err
-    )
+    status = status_server.healthz_status
+    assert f"Kubeflow Pipelines at {status_server.url} refused authentication (HTTP {status})" in err
     assert "AEPIPE_KFP_TOKEN" in err
-    assert status_server.requests == 1  # one preflight, no retry loop
+    assert len(status_server.requests) == 1  # one preflight, no retry loop
 
 
 @pytest.mark.parametrize("status_server", [401], indirect=True)
 def test_submit_validates_overrides_before_contacting_the_cluster(
-    status_server: StatusServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    status_server: KfpApiServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert submit(monkeypatch, status_server.url, "-p", "pretrain.epochs=-1") == 2
     assert "pretrain.epochs" in capsys.readouterr().err
-    assert status_server.requests == 0
+    assert not status_server.requests
 
 
 @pytest.mark.slow
@@ -379,9 +353,14 @@ class KfpApiServer:
     ``aepipe pipeline submit`` sends and what it prints, not that a cluster accepts it."""
 
     def __init__(
-        self, existing_experiment: str | None = None, reject_runs: int | None = None, multi_user: bool = False
+        self,
+        existing_experiment: str | None = None,
+        reject_runs: int | None = None,
+        multi_user: bool = False,
+        healthz_status: int = 200,
     ) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.healthz_status = healthz_status
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -398,7 +377,8 @@ class KfpApiServer:
                 )
                 status, out = 200, {}
                 if self.path.startswith("/apis/v2beta1/healthz"):
-                    out = {"multi_user": multi_user}
+                    status = healthz_status
+                    out = {"multi_user": multi_user} if status == 200 else {"error": "unauthenticated"}
                 elif self.path.startswith("/apis/v2beta1/experiments") and self.command == "GET":
                     if existing_experiment:  # kfp.Client looks the experiment up by display_name
                         out = {
